@@ -1,0 +1,5 @@
+import sys
+
+from dann.cli import main
+
+sys.exit(main())

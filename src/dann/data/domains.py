@@ -1,0 +1,74 @@
+"""In-memory two-domain data: labelled source, unlabelled target, each with train and test splits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from dann.errors import DataError
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+@dataclass
+class Split:
+    """Inputs ``x`` (``(N, *)``, any dtype; images stay uint8 until batched) and labels ``y`` (``(N,)`` int64)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+@dataclass
+class DomainData:
+    """Everything an experiment trains and evaluates on.
+
+    ``prepare`` turns a stored batch into model input (e.g. uint8 -> normalised float); it runs
+    per batch so the full data set stays compact in memory. Target labels are kept for
+    evaluation (and the ``target_only`` upper bound) but the adaptation methods never read them.
+    """
+
+    source_train: Split
+    source_test: Split
+    target_train: Split
+    target_test: Split
+    n_classes: int
+    prepare: Callable[[torch.Tensor], torch.Tensor] = field(default=_identity)
+
+    def __post_init__(self) -> None:
+        shapes = {name: tuple(split.x.shape[1:]) for name, split in self.splits().items()}
+        if len(set(shapes.values())) != 1:
+            raise DataError(f"all splits must have the same sample shape, got {shapes}")
+        for name, split in self.splits().items():
+            check_split(split, self.n_classes, name)
+
+    def splits(self) -> dict[str, Split]:
+        return {
+            "source_train": self.source_train,
+            "source_test": self.source_test,
+            "target_train": self.target_train,
+            "target_test": self.target_test,
+        }
+
+
+def check_split(split: Split, n_classes: int, name: str) -> None:
+    """Reject what would silently poison training: length mismatch, empty data, NaN/inf, bad labels."""
+    if split.x.ndim < 2:
+        raise DataError(f"{name}: inputs must have shape (n_samples, ...), got {tuple(split.x.shape)}")
+    if split.y.ndim != 1 or len(split.y) != len(split.x):
+        raise DataError(f"{name}: {len(split.x)} inputs but labels of shape {tuple(split.y.shape)}")
+    if len(split) == 0:
+        raise DataError(f"{name}: no samples")
+    if split.x.is_floating_point() and not torch.isfinite(split.x).all():
+        raise DataError(f"{name}: inputs contain NaN or infinite values")
+    if split.y.dtype != torch.int64:
+        raise DataError(f"{name}: labels must be int64 class indices, got {split.y.dtype}")
+    low, high = int(split.y.min()), int(split.y.max())
+    if low < 0 or high >= n_classes:
+        raise DataError(f"{name}: labels must be in [0, {n_classes - 1}], found {low}..{high}")

@@ -1,0 +1,52 @@
+"""What an experiment provides to the shared study runner: its config, data, model and plots."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from dann.data.domains import DomainData
+from dann.methods import Mode, MethodOptions
+from dann.models.network import DomainAdversarialNet
+from dann.train.loop import TrainConfig
+
+
+@dataclass
+class StudyConfig:
+    """Keys every experiment has; an experiment's subclass adds ``data`` and ``model`` sections."""
+
+    experiment: str = ""
+    protocol: str = "default"  # a named bundle of settings, see Experiment.protocols
+    seed: int = 0
+    modes: list[str] = field(default_factory=list)
+    method: MethodOptions = field(default_factory=MethodOptions)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    probe_samples: int = 0  # per split, for the domain probe (0: all)
+
+
+class Experiment(ABC):
+    """One data set and network family; the study runner trains each mode on it."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    config_cls: ClassVar[type[StudyConfig]]
+    embedding: ClassVar[Literal["pca", "tsne"]] = "pca"
+    #: named bundles of settings applied before the other ``--set`` overrides (``--set protocol=NAME``)
+    protocols: ClassVar[dict[str, dict[str, Any]]] = {"default": {}}
+
+    @abstractmethod
+    def load_data(self, cfg: Any, data_dir: str | None) -> DomainData:
+        """Build or read the two domains."""
+
+    @abstractmethod
+    def build_model(self, cfg: Any, mode: Mode, data: DomainData) -> DomainAdversarialNet:
+        """A freshly initialised network for ``mode`` (e.g. with the deeper domain classifier)."""
+
+    @abstractmethod
+    def plot_data(self, data: DomainData, plots_dir: Path) -> None:
+        """A picture of the inputs of both domains."""
+
+    def n_domain_outputs(self, cfg: StudyConfig) -> int:
+        return 1 if cfg.method.domain_loss == "bce" else 2

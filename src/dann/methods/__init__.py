@@ -1,0 +1,39 @@
+"""Methods by name. Adding a method: one module with a :class:`Method` subclass, one line in ``MODES``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dann.errors import ConfigError
+from dann.methods.adversarial import DANN, DomainOnly
+from dann.methods.base import Method, MethodOptions, StepContext, StepLoss
+from dann.methods.supervised import SourceOnly, TargetOnly
+
+
+@dataclass(frozen=True)
+class Mode:
+    """A method plus the model variant it is trained with."""
+
+    method: type[Method]
+    description: str
+    deep_domain_classifier: bool = False
+
+
+MODES: dict[str, Mode] = {
+    "source_only": Mode(SourceOnly, "label loss on labelled source only (no adaptation)"),
+    "dann": Mode(DANN, "label loss + domain loss through the gradient reversal layer"),
+    "domain_only": Mode(DomainOnly, "domain loss only, reversal off: features separate the domains"),
+    "dann_deep": Mode(DANN, "dann with the deeper domain classifier", deep_domain_classifier=True),
+    "target_only": Mode(TargetOnly, "ORACLE: label loss on labelled target (reads target labels)"),
+}
+
+
+def get_mode(name: str) -> Mode:
+    """The mode called ``name``, or a ConfigError listing the modes that exist."""
+    try:
+        return MODES[name]
+    except KeyError:
+        raise ConfigError(f"unknown mode {name!r}; choose from {', '.join(MODES)}") from None
+
+
+__all__ = ["MODES", "Method", "MethodOptions", "Mode", "StepContext", "StepLoss", "get_mode"]

@@ -1,0 +1,71 @@
+"""The three-part model: feature extractor -> label predictor, and a domain classifier behind the reversal."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dann.models.grl import grad_reverse
+
+
+class DomainAdversarialNet(nn.Module):
+    """Feature extractor ``G_f``, label predictor ``G_y`` and domain classifier ``G_d``.
+
+    Any of the three parts can be swapped; methods decide how they are combined in a loss.
+
+    Shape:
+        - input: ``(N, *)`` whatever the feature extractor takes
+        - features: ``(N, F)``; class logits: ``(N, C)``; domain logits: ``(N, D)``
+          (``D = 1`` for a binary cross-entropy domain loss, else one output per domain)
+    """
+
+    def __init__(self, feature_extractor: nn.Module, label_predictor: nn.Module, domain_classifier: nn.Module) -> None:
+        super().__init__()
+        self.feature_extractor = feature_extractor
+        self.label_predictor = label_predictor
+        self.domain_classifier = domain_classifier
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.feature_extractor(x)
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        return self.label_predictor(features)
+
+    def discriminate(self, features: torch.Tensor, lambda_: float = 1.0) -> torch.Tensor:
+        """Domain logits, with the gradient into ``features`` multiplied by ``-lambda_``."""
+        return self.domain_classifier(grad_reverse(features, lambda_))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits: what a trained model is used for."""
+        return self.classify(self.features(x))
+
+
+def mlp(sizes: list[int], dropout: float = 0.0) -> nn.Sequential:
+    """Linear layers of the given sizes with ReLU (and optional dropout) between them, none after the last."""
+    if len(sizes) < 2:
+        raise ValueError(f"an MLP needs at least input and output sizes, got {sizes}")
+    layers: list[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(n_in, n_out))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+def mlp_network(
+    n_inputs: int,
+    n_classes: int,
+    hidden: list[int],
+    domain_hidden: list[int],
+    n_domain_outputs: int = 1,
+) -> DomainAdversarialNet:
+    """A DANN for vector data: MLP extractor (ReLU output), linear label head, MLP domain head."""
+    extractor = nn.Sequential(mlp([n_inputs, *hidden]), nn.ReLU())
+    n_features = hidden[-1]
+    return DomainAdversarialNet(
+        extractor,
+        nn.Linear(n_features, n_classes),
+        mlp([n_features, *domain_hidden, n_domain_outputs]),
+    )

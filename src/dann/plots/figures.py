@@ -1,0 +1,73 @@
+"""Figures: domains scattered in 2-D, feature embeddings, training curves, image grids."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+DOMAIN_MARKERS = {"source": "o", "target": "x"}
+
+
+def scatter_domains(
+    points: dict[str, np.ndarray], labels: dict[str, np.ndarray], path: str | Path, title: str
+) -> None:
+    """2-D points of each domain (``points["source"]``, ``points["target"]``), coloured by class, marked by domain."""
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    n_classes = int(max(labels[d].max() for d in labels)) + 1
+    cmap = plt.get_cmap("tab10", max(n_classes, 2))
+    for domain, xy in points.items():
+        ax.scatter(
+            xy[:, 0], xy[:, 1], c=labels[domain], cmap=cmap, vmin=-0.5, vmax=n_classes - 0.5,
+            marker=DOMAIN_MARKERS[domain], s=12, alpha=0.6, linewidths=0.8, label=domain,
+        )
+    legend = ax.legend(loc="best", title="domain (colour = class)")
+    for handle in legend.legend_handles:
+        handle.set_color("0.3")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def training_curves(rows_by_mode: dict[str, list[dict]], path: str | Path) -> None:
+    """One panel per logged quantity (lr, lambda, losses, accuracies) against step, one line per mode."""
+    keys = ["lr", "lambda", "label_loss", "domain_loss", "source_acc", "target_acc", "domain_acc"]
+    present = [k for k in keys if any(k in row for rows in rows_by_mode.values() for row in rows)]
+    cols = 4
+    fig, axes = plt.subplots((len(present) + cols - 1) // cols, cols, figsize=(4 * cols, 3 * ((len(present) + cols - 1) // cols)), squeeze=False)
+    for ax, key in zip(axes.flat, present):
+        for mode, rows in rows_by_mode.items():
+            pts = [(r["step"], r[key]) for r in rows if key in r]
+            if pts:
+                steps, values = zip(*pts)
+                ax.plot(steps, values, label=mode)
+        ax.set_title(key)
+        ax.set_xlabel("step")
+    for ax in list(axes.flat)[len(present):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def image_grid(rows: Sequence[tuple[str, np.ndarray]], path: str | Path) -> None:
+    """Rows of images (each ``(N, H, W)`` or ``(N, H, W, 3)`` uint8), one titled row per domain."""
+    n = max(len(images) for _, images in rows)
+    fig, axes = plt.subplots(len(rows), n, figsize=(n * 0.9, len(rows) * 1.0), squeeze=False)
+    for r, (title, images) in enumerate(rows):
+        for c in range(n):
+            ax = axes[r, c]
+            ax.axis("off")
+            if c < len(images):
+                ax.imshow(images[c], cmap="gray" if images[c].ndim == 2 else None, vmin=0, vmax=255)
+        axes[r, 0].set_title(title, loc="left", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
