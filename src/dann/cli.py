@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-import torch
 
 from dann.config import load_yaml, merge, parse_overrides
+from dann.data.mnist import fetch_mnist
+from dann.data.mnistm import build_mnistm
 from dann.errors import DannError
 from dann.experiments import EXPERIMENTS, get_experiment
 from dann.experiments.study import format_table, resolve_config, run_study
 from dann.methods import MODES
+from dann.train import distributed
+from dann.train.loop import TrainingInterrupted
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,52 +54,99 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, help="output directory (default: runs/EXPERIMENT-TIMESTAMP)")
     run.add_argument("--seed", type=int, help="random seed (same seed, same results)")
     run.add_argument("--config", type=Path, help="start from a config.yaml written by an earlier run")
+    run.add_argument("--resume", type=Path, metavar="DIR", help="continue an interrupted run in DIR from its last checkpoint")
     run.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a config key, e.g. --set train.steps=500 --set modes=[dann,source_only]",
     )
     run.add_argument("--data-dir", help="where input data lives (default: $DANN_DATA, else the user cache)")
-    run.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+
+    data = commands.add_parser("data", help="fetch or build input data sets")
+    data_commands = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    fetch = data_commands.add_parser("fetch", help="download MNIST (checksum-verified) into DATA_DIR/mnist/")
+    fetch.add_argument("dataset", choices=["mnist"])
+    fetch.add_argument("--data-dir", help="where to put it (default: $DANN_DATA, else the user cache)")
+    build = data_commands.add_parser("build", help="build MNIST-M from MNIST + BSDS500 into the cache")
+    build.add_argument("dataset", choices=["mnistm"])
+    build.add_argument("--data-dir", help="holds mnist/ and bsds500/ (default: $DANN_DATA, else the user cache)")
+    build.add_argument("--cache-dir", help="where the built data set goes (default: $DANN_CACHE, else ~/.cache/dann)")
+    build.add_argument("--seed", type=int, default=0, help="MNIST-M seed: the same seed builds the same images")
+    build.add_argument("--force", action="store_true", help="rebuild even if the cache file exists")
     return parser
+
+
+def _data(args: argparse.Namespace) -> int:
+    if args.data_command == "fetch":
+        print(f"MNIST is in {fetch_mnist(args.data_dir)}")
+    else:
+        print(f"MNIST-M is in {build_mnistm(args.data_dir, args.cache_dir, args.seed, args.force)}")
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:
     if args.list:
         print(_list())
         return 0
-    if not args.experiment:
-        raise DannError("name an experiment, e.g. `dann run blobs` (see `dann run --list`)")
-    experiment = get_experiment(args.experiment)
-    overrides = load_yaml(args.config) if args.config else {}
-    overrides = merge(overrides, parse_overrides(args.overrides))
-    if args.seed is not None:
-        overrides["seed"] = args.seed
-    cfg = resolve_config(experiment, overrides)
+    if args.resume:
+        if args.experiment or args.overrides or args.config or args.out or args.seed is not None:
+            raise DannError("--resume DIR takes its experiment and config from DIR/config.yaml; give nothing else")
+        saved = load_yaml(args.resume / "config.yaml")
+        experiment = get_experiment(str(saved.get("experiment")))
+        cfg, out = resolve_config(experiment, saved), args.resume
+    else:
+        if not args.experiment:
+            raise DannError("name an experiment, e.g. `dann run blobs` (see `dann run --list`)")
+        experiment = get_experiment(args.experiment)
+        overrides = load_yaml(args.config) if args.config else {}
+        overrides = merge(overrides, parse_overrides(args.overrides))
+        if args.seed is not None:
+            overrides["seed"] = args.seed
+        cfg = resolve_config(experiment, overrides)
+        out = args.out or Path("runs") / f"{experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    group = distributed.init_from_env()
+    try:
+        out = distributed.broadcast(out, group)  # one directory, chosen by rank 0
+        if group.is_main:
+            prepare_output_dir(out, resume=bool(args.resume))
+        summary = run_study(experiment, cfg, out, args.data_dir, resume=bool(args.resume))
+    except TrainingInterrupted as stop:
+        print(f"dann: interrupted by {stop}; continue with `dann run --resume {out}`", file=sys.stderr)
+        return 130
+    finally:
+        distributed.finish(group)
+    if summary is not None:
+        print(format_table(summary["results"]))
+        print(f"wrote {out}/ (summary.json, config.yaml, metrics/, plots/, tb/, checkpoints/)")
+    return 0
 
-    out = args.out or Path("runs") / f"{experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if out.exists() and any(out.iterdir()):
-        raise DannError(f"output directory {out} is not empty; choose another --out")
+
+def prepare_output_dir(out: Path, resume: bool, min_free_bytes: int = 100 * 2**20) -> None:
+    """Fail before training, not after it, when results could not be written."""
+    if resume:
+        if not (out / "config.yaml").exists():
+            raise DannError(f"cannot resume: {out} has no config.yaml (is it a dann run directory?)")
+    elif out.exists() and any(out.iterdir()):
+        raise DannError(f"output directory {out} is not empty; choose another --out or use --resume {out}")
     try:
         out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"ok")
+        probe.unlink()
     except OSError as err:
-        raise DannError(f"cannot create output directory {out}: {err.strerror}") from None
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-    summary = run_study(experiment, cfg, out, args.data_dir)
-    print(format_table(summary["results"]))
-    print(f"wrote {out}/ (summary.json, config.yaml, metrics/, plots/)")
-    return 0
+        raise DannError(f"cannot write to output directory {out}: {err.strerror}") from None
+    free = shutil.disk_usage(out).free
+    if free < min_free_bytes:
+        raise DannError(f"only {free // 2**20} MiB free on the disk of {out}; need at least {min_free_bytes // 2**20} MiB")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return _run(args)
+        return _data(args) if args.command == "data" else _run(args)
     except DannError as err:
         print(f"dann: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # outside training (data loading, plotting): nothing to save
         print("dann: interrupted", file=sys.stderr)
         return 130
 

@@ -20,9 +20,9 @@ class BlobsConfig:
     train_per_class: int = 200
     test_per_class: int = 200
     radius: float = 1.5  # distance of the class centres from the origin
-    spread: float = 0.35  # standard deviation of each blob
+    spread: float = 0.25  # standard deviation of each blob
     rotation: float = 30.0  # degrees, source -> target
-    shift: list[float] = field(default_factory=lambda: [2.0, -1.5])  # translation, source -> target
+    shift: list[float] = field(default_factory=lambda: [1.0, -1.0])  # translation, source -> target
 
     def __post_init__(self) -> None:
         if self.n_classes < 2:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dann.errors import ConfigError
 from dann.experiments.base import Experiment, StudyConfig
 from dann.experiments.blobs import Blobs
+from dann.experiments.mnist_mnistm import MnistToMnistM
 
-EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (Blobs(),)}
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (Blobs(), MnistToMnistM())}
 
 
 def get_experiment(name: str) -> Experiment:

@@ -5,9 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dann.errors import ConfigError
+from dann.methods.adda import ADDA
 from dann.methods.adversarial import DANN, DomainOnly
+from dann.methods.alternating import AlternatingDANN
 from dann.methods.base import Method, MethodOptions, StepContext, StepLoss
+from dann.methods.conditional import CDAN, CDANE
 from dann.methods.supervised import SourceOnly, TargetOnly
+from dann.methods.vada import VADA
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,11 @@ MODES: dict[str, Mode] = {
     "domain_only": Mode(DomainOnly, "domain loss only, reversal off: features separate the domains"),
     "dann_deep": Mode(DANN, "dann with the deeper domain classifier", deep_domain_classifier=True),
     "target_only": Mode(TargetOnly, "ORACLE: label loss on labelled target (reads target labels)"),
+    "dann_alternating": Mode(AlternatingDANN, "dann as a GAN: discriminator and generator steps, no reversal"),
+    "adda": Mode(ADDA, "source pre-training, then a target encoder copy adapted against a discriminator"),
+    "cdan": Mode(CDAN, "dann whose discriminator sees features x class probabilities"),
+    "cdan_e": Mode(CDANE, "cdan with entropy-weighted domain loss (confident samples count more)"),
+    "vada": Mode(VADA, "dann + target entropy + virtual adversarial training"),
 }
 
 

@@ -25,29 +25,38 @@ class DANN(Method):
     def train_label_head_only(self) -> bool:
         return False
 
+    def adversarial_loss(
+        self, features: torch.Tensor, labels: torch.Tensor, ctx: StepContext
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The domain loss on ``features`` (source then target) and the domain logits; CDAN overrides it."""
+        domain_logits = self.model.discriminate(features, self.reversal(ctx))
+        return domain_loss(domain_logits, labels), domain_logits
+
     def forward(self, batch: Batch, ctx: StepContext, stage: str = "model") -> StepLoss:
         n_source = len(batch.source_x)
         features = self.model.features(torch.cat([batch.source_x, batch.target_x]))
-        source_features = features[:n_source]
-        if self.train_label_head_only():
-            source_features = source_features.detach()
-        logits = self.model.classify(source_features)
+        class_features = features.detach() if self.train_label_head_only() else features
+        logits = self.model.classify(class_features[:n_source])
         label_loss = self.label_loss(logits, batch.source_y)
 
-        domain_logits = self.model.discriminate(features, self.reversal(ctx))
         labels = domain_labels(n_source, len(batch.target_x), features.device)
-        adversarial = domain_loss(domain_logits, labels)
+        adversarial, domain_logits = self.adversarial_loss(features, labels, ctx)
 
         loss = label_loss + self.options.transfer_weight * adversarial
-        return StepLoss(
+        out = StepLoss(
             loss,
             {
                 "label_loss": label_loss.detach(),
                 "domain_loss": adversarial.detach(),
                 "label_acc": accuracy(logits.detach(), batch.source_y),
-                "domain_acc": domain_accuracy(domain_logits.detach(), labels),
+                "discriminator_acc": domain_accuracy(domain_logits.detach(), labels),
             },
         )
+        return self.regularise(out, batch, class_features)
+
+    def regularise(self, out: StepLoss, batch: Batch, features: torch.Tensor) -> StepLoss:
+        """Terms added to the loss given the batch's features (source then target): the shared target entropy."""
+        return self.add_target_entropy(out, lambda: self.model.classify(features[len(batch.source_x) :]))
 
 
 class DomainOnly(DANN):

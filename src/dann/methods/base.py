@@ -7,6 +7,7 @@ any parameters a method adds) and may split a step into stages with their own op
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dann.data.batches import Batch
+from dann.errors import ConfigError
 from dann.models.network import DomainAdversarialNet
 
 
@@ -25,6 +27,28 @@ class MethodOptions:
     domain_loss: Literal["bce", "ce"] = "bce"  # one logit + BCE, or one output per domain + CE
     label_smoothing: float = 0.0  # on the source label loss
     transfer_weight: float = 1.0  # multiplies the adversarial (domain) loss
+    entropy_weight: float = 0.0  # target prediction entropy minimisation, any method (0: off)
+    # GAN-style methods (dann_alternating, adda): the extractor's loss against the discriminator,
+    # see dann.methods.alternating.generator_loss
+    generator_loss: Literal["flip", "uniform", "minimax"] = "flip"
+    adda_pretrain_fraction: float = 0.3  # ADDA: share of steps spent pre-training the source model
+    cdan_max_outer: int = 4096  # CDAN: above features * classes, a random multilinear map replaces the outer product
+    cdan_random_dim: int = 1024  # CDAN: output size of the random multilinear map
+    vada_source_weight: float = 1.0  # VADA lambda_s: virtual adversarial loss on source
+    vada_target_weight: float = 0.1  # VADA lambda_t: conditional entropy + virtual adversarial loss on target
+    vat_epsilon: float = 0.5  # VADA: radius of the virtual adversarial perturbation (input units)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"method.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0.0 < self.adda_pretrain_fraction < 1.0:
+            raise ConfigError(f"method.adda_pretrain_fraction must be in (0, 1), got {self.adda_pretrain_fraction}")
+        for name in ("transfer_weight", "entropy_weight", "vada_source_weight", "vada_target_weight", "vat_epsilon"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"method.{name} must be 0 or more, got {getattr(self, name)}")
+        for name in ("cdan_max_outer", "cdan_random_dim"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"method.{name} must be at least 1, got {getattr(self, name)}")
 
 
 @dataclass
@@ -62,6 +86,10 @@ class Method(nn.Module):
         """Which parameters each stage's optimiser updates."""
         return {"model": list(self.parameters())}
 
+    def active_stages(self, ctx: StepContext) -> tuple[str, ...]:
+        """The stages the loop runs this step; a method with phases (ADDA) narrows it."""
+        return self.stages
+
     def forward(self, batch: Batch, ctx: StepContext, stage: str = "model") -> StepLoss:
         raise NotImplementedError
 
@@ -72,17 +100,44 @@ class Method(nn.Module):
     def label_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, labels, label_smoothing=self.options.label_smoothing)
 
+    def add_target_entropy(self, out: StepLoss, target_logits: Callable[[], torch.Tensor]) -> StepLoss:
+        """``out`` plus ``entropy_weight * mean_t H(p(y | x_t))``, the option every method takes.
+
+        Minimising the entropy of target predictions pushes decision boundaries out of dense
+        target regions (the cluster assumption; Grandvalet & Bengio 2005). ``target_logits`` is
+        called only when the option is on, so a method that ignores the target batch pays nothing.
+        """
+        if self.options.entropy_weight == 0:
+            return out
+        target_entropy = entropy(target_logits()).mean()
+        return StepLoss(
+            out.loss + self.options.entropy_weight * target_entropy,
+            {**out.metrics, "target_entropy": target_entropy.detach()},
+        )
+
 
 def domain_labels(n_source: int, n_target: int, device: torch.device | None = None) -> torch.Tensor:
     """0 for source samples, 1 for target samples, in the order they are concatenated."""
     return torch.cat([torch.zeros(n_source, dtype=torch.long, device=device), torch.ones(n_target, dtype=torch.long, device=device)])
 
 
-def domain_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """BCE on one logit (``(N, 1)``) or cross-entropy over one output per domain (``(N, D)``)."""
+def domain_loss(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """BCE on one logit (``(N, 1)``) or cross-entropy over one output per domain (``(N, D)``).
+
+    With ``weight`` (``(N,)``), the weighted mean ``sum_i w_i l_i / sum_i w_i`` of the per-sample losses.
+    """
     if logits.shape[1] == 1:
-        return F.binary_cross_entropy_with_logits(logits.squeeze(1), labels.float())
-    return F.cross_entropy(logits, labels)
+        losses = F.binary_cross_entropy_with_logits(logits.squeeze(1), labels.float(), reduction="none")
+    else:
+        losses = F.cross_entropy(logits, labels, reduction="none")
+    if weight is None:
+        return losses.mean()
+    return (weight * losses).sum() / weight.sum()
+
+
+def entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Per-sample entropy ``H(p) = -sum_k p_k log p_k`` of ``p = softmax(logits)``, shape ``(N,)``."""
+    return -(F.softmax(logits, 1) * F.log_softmax(logits, 1)).sum(1)
 
 
 def domain_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

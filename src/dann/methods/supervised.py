@@ -14,7 +14,8 @@ class SourceOnly(Method):
     def forward(self, batch: Batch, ctx: StepContext, stage: str = "model") -> StepLoss:
         logits = self.model(batch.source_x)
         loss = self.label_loss(logits, batch.source_y)
-        return StepLoss(loss, {"label_loss": loss.detach(), "label_acc": accuracy(logits.detach(), batch.source_y)})
+        out = StepLoss(loss, {"label_loss": loss.detach(), "label_acc": accuracy(logits.detach(), batch.source_y)})
+        return self.add_target_entropy(out, lambda: self.model(batch.target_x))
 
 
 class TargetOnly(Method):
@@ -27,4 +28,5 @@ class TargetOnly(Method):
         assert batch.target_y is not None, "target_only needs target labels in the batch"
         logits = self.model(batch.target_x)
         loss = self.label_loss(logits, batch.target_y)
-        return StepLoss(loss, {"label_loss": loss.detach(), "label_acc": accuracy(logits.detach(), batch.target_y)})
+        out = StepLoss(loss, {"label_loss": loss.detach(), "label_acc": accuracy(logits.detach(), batch.target_y)})
+        return self.add_target_entropy(out, lambda: logits)

@@ -37,7 +37,7 @@ def scatter_domains(
 
 def training_curves(rows_by_mode: dict[str, list[dict]], path: str | Path) -> None:
     """One panel per logged quantity (lr, lambda, losses, accuracies) against step, one line per mode."""
-    keys = ["lr", "lambda", "label_loss", "domain_loss", "source_acc", "target_acc", "domain_acc"]
+    keys = ["lr", "lambda", "label_loss", "domain_loss", "label_acc", "discriminator_acc", "source_acc", "target_acc", "domain_acc"]
     present = [k for k in keys if any(k in row for rows in rows_by_mode.values() for row in rows)]
     cols = 4
     fig, axes = plt.subplots((len(present) + cols - 1) // cols, cols, figsize=(4 * cols, 3 * ((len(present) + cols - 1) // cols)), squeeze=False)

@@ -1,26 +1,34 @@
-"""The one training loop every method shares: schedules, optimisers, logging, evaluation hooks."""
+"""The one training loop every method shares: schedules, optimisers, logging, checkpoints, processes."""
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import torch
 from tqdm import tqdm
 
 from dann.data.batches import PairedBatches
 from dann.data.domains import DomainData
-from dann.errors import DannError
+from dann.errors import ConfigError, DannError
 from dann.methods.base import Method, StepContext
+from dann.train import distributed
+from dann.train.checkpoint import load_checkpoint, save_checkpoint
+from dann.train.cpu import reuse_freed_memory
 from dann.train.metrics_log import MetricsLog
 from dann.train.schedules import lambda_at, lr_at
 
 
 @dataclass
 class TrainConfig:
-    """How to train (the ``train`` section of a config). ``batch_size`` is per domain."""
+    """How to train (the ``train`` section of a config). ``batch_size`` is per domain and global:
+    with several processes each takes its share of it."""
 
     steps: int = 2000
     batch_size: int = 64
@@ -34,18 +42,26 @@ class TrainConfig:
     gamma: float = 10.0
     log_every: int = 10
     eval_every: int = 0  # 0: evaluate only at the end
+    checkpoint_every: int = 500  # steps between checkpoints (one is always written at the end); 0: end only
     progress_bar: bool = False
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every"):
             if getattr(self, name) < 1:
-                raise DannError(f"train.{name} must be at least 1, got {getattr(self, name)}")
+                raise ConfigError(f"train.{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("eval_every", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name} must be 0 or more, got {getattr(self, name)}")
         if self.lr <= 0:
-            raise DannError(f"train.lr must be positive, got {self.lr}")
+            raise ConfigError(f"train.lr must be positive, got {self.lr}")
 
 
 class NonFiniteLossError(DannError):
     """Training produced NaN or inf: stop rather than write garbage weights."""
+
+
+class TrainingInterrupted(DannError):
+    """Ctrl-C (SIGINT) or SIGTERM arrived; a checkpoint of the last finished step was written."""
 
 
 @dataclass
@@ -61,6 +77,29 @@ def make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.
     return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+class _StopFlag:
+    requested: str | None = None
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[_StopFlag]:
+    """Turn SIGINT/SIGTERM into a flag the loop checks between steps, so a step is never cut in half."""
+    flag = _StopFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum: int, _frame: Any) -> None:
+        flag.requested = signal.Signals(signum).name
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def train(
     method: Method,
     data: DomainData,
@@ -68,59 +107,113 @@ def train(
     seed: int,
     log: MetricsLog | None = None,
     evaluate: Callable[[Method], dict[str, float]] | None = None,
+    checkpoint_path: str | Path | None = None,
 ) -> TrainResult:
     """Train ``method`` for ``cfg.steps`` steps on paired source/target batches.
 
-    ``evaluate`` (held-out accuracies) is called every ``cfg.eval_every`` steps for the curves;
-    its time is not counted as training time.
+    With ``checkpoint_path``, training continues from that checkpoint when it exists and writes
+    it every ``cfg.checkpoint_every`` steps and at the end: a resumed run ends with exactly the
+    weights of an uninterrupted one. ``evaluate`` (held-out accuracies, for the curves) runs every
+    ``cfg.eval_every`` steps on rank 0; its time is not counted as training time. Under torchrun
+    every process calls this; each takes a disjoint shard of every global batch.
     """
+    reuse_freed_memory()  # no page faults on the per-step activation buffers
+    group = distributed.current()
     batches = PairedBatches(
-        data.source_train, data.target_train, cfg.batch_size, seed, with_target_labels=method.uses_target_labels
+        data.source_train, data.target_train, cfg.batch_size, seed,
+        with_target_labels=method.uses_target_labels, rank=group.rank, world_size=group.world_size,
     )
     optimizers = {stage: make_optimizer(params, cfg) for stage, params in method.parameter_groups().items()}
-    sums: dict[str, torch.Tensor] = {}
-    train_seconds = 0.0
-    bar = tqdm(total=cfg.steps, unit="step", disable=not cfg.progress_bar, dynamic_ncols=True, leave=False)
-    method.train()
-    for step in range(cfg.steps):
-        started = time.perf_counter()
-        progress = step / cfg.steps
-        ctx = StepContext(step, progress, lambda_at(cfg.lambda_schedule, progress, cfg.lambda_max, cfg.gamma))
-        lr = lr_at(cfg.lr_schedule, progress, cfg.lr)
-        batch = batches.next()
-        batch.source_x, batch.target_x = data.prepare(batch.source_x), data.prepare(batch.target_x)
-        for stage in method.stages:
-            optimizer = optimizers[stage]
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            optimizer.zero_grad(set_to_none=True)
-            out = method(batch, ctx, stage)
-            if not torch.isfinite(out.loss):
-                raise NonFiniteLossError(
-                    f"non-finite loss ({out.loss.item()}) at step {step} in mode {method.name!r}, stage {stage!r}; "
-                    f"metrics: {({k: round(float(v), 4) for k, v in out.metrics.items()})}"
-                )
-            out.loss.backward()
-            optimizer.step()
-            for key, value in out.metrics.items():
-                sums[key] = sums.get(key, 0) + value
-        train_seconds += time.perf_counter() - started
-        bar.update()
+    state: dict[str, Any] = {"step": 0, "train_seconds": 0.0, "sums": {}}
+    checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
+    if checkpoint_path is not None and checkpoint_path.exists():
+        state = _restore(load_checkpoint(checkpoint_path), method, optimizers, batches)
+        if log is not None and group.is_main:
+            log.rewind(state["step"])
 
-        done = step + 1
-        if done % cfg.log_every == 0 or done == cfg.steps:
-            count = cfg.log_every if done % cfg.log_every == 0 else done % cfg.log_every
-            row = {"step": done, "lr": lr, "lambda": ctx.lambda_}
-            row.update({key: float(total) / count for key, total in sums.items()})
-            sums.clear()
-            if evaluate is not None and cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
-                row.update(evaluate(method))
-                method.train()
-            bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k.endswith("loss")})
-            if log is not None:
-                log.write(row)
+    def checkpoint() -> None:
+        if checkpoint_path is not None and group.is_main:
+            save_checkpoint(_snapshot(state, method, optimizers, batches), checkpoint_path)
+
+    module = distributed.wrap(method, group)
+    sums: dict[str, torch.Tensor] = state["sums"]
+    bar = tqdm(
+        total=cfg.steps, initial=state["step"], unit="step", leave=False, dynamic_ncols=True,
+        disable=not (cfg.progress_bar and group.is_main),
+    )
+    method.train()
+    with _stop_on_signals() as stop:
+        for step in range(state["step"], cfg.steps):
+            started = time.perf_counter()
+            progress = step / cfg.steps
+            ctx = StepContext(step, progress, lambda_at(cfg.lambda_schedule, progress, cfg.lambda_max, cfg.gamma))
+            lr = lr_at(cfg.lr_schedule, progress, cfg.lr)
+            batch = batches.next()
+            batch.source_x, batch.target_x = data.prepare(batch.source_x), data.prepare(batch.target_x)
+            for stage in method.active_stages(ctx):
+                optimizer = optimizers[stage]
+                for param_group in optimizer.param_groups:
+                    param_group["lr"] = lr
+                optimizer.zero_grad(set_to_none=True)
+                out = module(batch, ctx, stage)
+                if not torch.isfinite(out.loss):
+                    raise NonFiniteLossError(
+                        f"non-finite loss ({out.loss.item()}) at step {step} in mode {method.name!r}, stage "
+                        f"{stage!r}; metrics {({k: round(float(v), 4) for k, v in out.metrics.items()})}; "
+                        f"the last checkpoint is kept"
+                    )
+                out.loss.backward()
+                optimizer.step()
+                for key, value in out.metrics.items():
+                    sums[key] = sums.get(key, 0) + value
+            state["train_seconds"] += time.perf_counter() - started
+            state["step"] = done = step + 1
+            bar.update()
+
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                count = cfg.log_every if done % cfg.log_every == 0 else done % cfg.log_every
+                row = {"step": done, "lr": lr, "lambda": ctx.lambda_}
+                row.update({key: float(total) / count for key, total in sums.items()})
+                sums.clear()
+                if evaluate is not None and group.is_main and cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
+                    row.update(evaluate(method))
+                    method.train()
+                images_per_second = 2 * done * cfg.batch_size / max(state["train_seconds"], 1e-9)
+                bar.set_postfix({"img/s": f"{images_per_second:.0f}", **{k: f"{v:.3f}" for k, v in row.items() if k.endswith("loss")}})
+                if log is not None and group.is_main:
+                    log.write(row)
+            if stop.requested:
+                checkpoint()
+                raise TrainingInterrupted(f"{stop.requested} at step {done} of mode {method.name!r}; checkpoint saved")
+            if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
+                checkpoint()
     bar.close()
+    checkpoint()
     method.eval()
     # Throughput counts the source + target images drawn per step, the same for every mode.
     images = 2 * cfg.steps * cfg.batch_size
-    return TrainResult(cfg.steps, train_seconds, images / max(train_seconds, 1e-9))
+    return TrainResult(cfg.steps, state["train_seconds"], images / max(state["train_seconds"], 1e-9))
+
+
+def _snapshot(state: dict[str, Any], method: Method, optimizers: dict[str, torch.optim.Optimizer], batches: PairedBatches) -> dict[str, Any]:
+    """Everything a resumed run needs to continue bit for bit: weights, optimiser moments, data order, RNG."""
+    return {
+        "step": state["step"],
+        "train_seconds": state["train_seconds"],
+        "metric_sums": {k: torch.as_tensor(v) for k, v in state["sums"].items()},
+        "method": method.state_dict(),
+        "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
+        "batches": batches.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+    }
+
+
+def _restore(
+    checkpoint: dict[str, Any], method: Method, optimizers: dict[str, torch.optim.Optimizer], batches: PairedBatches
+) -> dict[str, Any]:
+    method.load_state_dict(checkpoint["method"])
+    for name, opt in optimizers.items():
+        opt.load_state_dict(checkpoint["optimizers"][name])
+    batches.load_state_dict(checkpoint["batches"])
+    torch.set_rng_state(checkpoint["torch_rng"])
+    return {"step": int(checkpoint["step"]), "train_seconds": float(checkpoint["train_seconds"]), "sums": dict(checkpoint["metric_sums"])}

@@ -1,4 +1,4 @@
-"""Per-step metrics to a JSON-lines file and, when installed, TensorBoard."""
+"""Per-step metrics to a JSON-lines file and to TensorBoard."""
 
 from __future__ import annotations
 
@@ -13,14 +13,25 @@ class MetricsLog:
     def __init__(self, path: str | Path, tensorboard_dir: str | Path | None = None) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("a")
+        self.tensorboard_dir = tensorboard_dir
+        self._purge_step: int | None = None
+        self._file = None
         self._writer = None
-        if tensorboard_dir is not None:
-            from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(str(tensorboard_dir))
+    def rewind(self, step: int) -> None:
+        """Forget rows after ``step``: a resumed run logs them again, so they must not appear twice."""
+        if self.path.exists():
+            kept = [row for row in read_metrics(self.path) if row["step"] <= step]
+            self.path.write_text("".join(json.dumps(row) + "\n" for row in kept))
+        self._purge_step = step + 1
 
     def write(self, row: dict[str, Any]) -> None:
+        if self._file is None:
+            self._file = self.path.open("a")
+            if self.tensorboard_dir is not None:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._writer = SummaryWriter(str(self.tensorboard_dir), purge_step=self._purge_step)
         self._file.write(json.dumps(row) + "\n")
         self._file.flush()
         if self._writer is not None:
@@ -29,7 +40,8 @@ class MetricsLog:
                     self._writer.add_scalar(key, value, row["step"])
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
         if self._writer is not None:
             self._writer.close()
 
@@ -41,6 +53,9 @@ class MetricsLog:
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """The rows written by :class:`MetricsLog`, in order."""
-    with Path(path).open() as f:
+    """The rows written by :class:`MetricsLog`, in order (none if the file does not exist yet)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with path.open() as f:
         return [json.loads(line) for line in f if line.strip()]

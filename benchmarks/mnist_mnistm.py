@@ -1,0 +1,150 @@
+"""Benchmark MNIST -> MNIST-M on this machine; print ONE JSON line.
+
+Per mode: final source/target test accuracy, training seconds, images/s, achieved GFLOP/s, and
+the training seconds until the target test accuracy first reaches ``--threshold`` (checked every
+``--eval-every`` steps; evaluation time is excluded, and training never reads that split). Also:
+peak RSS, this CPU's float32 matmul GFLOP/s, and the ratio of training to matmul GFLOP/s.
+
+    python benchmarks/mnist_mnistm.py --data-dir /work/shared/data               # default protocol
+    python benchmarks/mnist_mnistm.py --subset 5000 --steps 200 --modes dann      # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import sys
+import time
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from dann.config import parse_overrides
+from dann.data.batches import PairedBatches
+from dann.data.domains import DomainData
+from dann.evaluate.metrics import class_accuracy, extract_features
+from dann.experiments.mnist_mnistm import MnistStudyConfig, MnistToMnistM
+from dann.experiments.study import resolve_config
+from dann.methods import Method, get_mode
+from dann.methods.base import StepContext
+from dann.train.loop import train
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """Best-of-``repeats`` float32 ``torch.mm`` of two n x n matrices: what this CPU can do."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = math.inf
+    for _ in range(repeats):
+        started = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - started)
+    return 2 * n**3 / best / 1e9
+
+
+def step_flops(method: Method, data: DomainData, batch_size: int) -> int:
+    """Forward + backward FLOPs of one training step (counted by PyTorch, not estimated)."""
+    batch = PairedBatches(
+        data.source_train, data.target_train, batch_size, 0, with_target_labels=method.uses_target_labels
+    ).next()
+    batch.source_x, batch.target_x = data.prepare(batch.source_x), data.prepare(batch.target_x)
+    with FlopCounterMode(display=False) as counter:
+        method(batch, StepContext(0, 0.5, 0.5)).loss.backward()
+    method.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def target_accuracy(method: Method, data: DomainData) -> float:
+    return class_accuracy(method, extract_features(method, data.target_test, data, "target"), data.target_test.y)
+
+
+def run_mode(name: str, cfg: MnistStudyConfig, data: DomainData, threshold: float) -> dict[str, Any]:
+    experiment, mode = MnistToMnistM(), get_mode(name)
+    torch.manual_seed(cfg.seed)
+    method = mode.method(experiment.build_model(cfg, mode, data), cfg.method)
+    flops = step_flops(method, data, cfg.train.batch_size)
+    torch.manual_seed(cfg.seed)
+    method = mode.method(experiment.build_model(cfg, mode, data), cfg.method)
+    clock = {"eval": 0.0, "reached": None}
+    curve = []
+
+    def check(m: Method) -> dict[str, float]:
+        paused = time.perf_counter()
+        accuracy = target_accuracy(m, data)
+        trained = paused - clock["start"] - clock["eval"]
+        curve.append((round(trained, 1), round(accuracy, 4)))
+        if clock["reached"] is None and accuracy >= threshold:
+            clock["reached"] = trained
+        clock["eval"] += time.perf_counter() - paused
+        return {"target_acc": accuracy}
+
+    clock["start"] = time.perf_counter()
+    run = train(method, data, cfg.train, cfg.seed, evaluate=check)
+    source = class_accuracy(method, extract_features(method, data.source_test, data, "source"), data.source_test.y)
+    print(f"{name}: target accuracy by training seconds {curve}", file=sys.stderr)
+    return {
+        "target_acc": round(target_accuracy(method, data), 4),
+        "source_acc": round(source, 4),
+        "train_seconds": round(run.train_seconds, 1),
+        "images_per_second": round(run.images_per_second, 1),
+        "gflops": round(flops * cfg.train.steps / run.train_seconds / 1e9, 1),
+        f"seconds_to_{threshold}": None if clock["reached"] is None else round(clock["reached"], 1),
+        "_flops": flops * cfg.train.steps,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--subset", type=int, default=0, help="training and test images per domain (0: all)")
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, help="training steps per mode (default: the protocol's)")
+    length.add_argument("--epochs", type=float, help="passes over the source training set, instead of --steps")
+    parser.add_argument("--modes", default="source_only,dann,dann_deep,target_only", help="comma-separated")
+    parser.add_argument("--data-dir", help="holds mnist/ and bsds500/ (default: $DANN_DATA, else the cache)")
+    parser.add_argument("--protocol", default="default", help="default or paper")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--eval-every", type=int, default=100, help="steps between time-to-accuracy checks")
+    parser.add_argument("--threshold", type=float, default=0.80, help="target accuracy for time-to-accuracy")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    overrides = parse_overrides(args.overrides)
+    overrides.update(protocol=args.protocol, modes=args.modes.split(","))
+    data_cfg = overrides.setdefault("data", {})
+    data_cfg.update(train_limit=args.subset, test_limit=args.subset)
+    cfg = resolve_config(MnistToMnistM(), overrides)
+    n_train = args.subset or 60000
+    if args.steps or args.epochs:
+        cfg.train.steps = args.steps or math.ceil(args.epochs * n_train / cfg.train.batch_size)
+    cfg.train.progress_bar = False
+    cfg.train.log_every = cfg.train.eval_every = args.eval_every
+
+    data = MnistToMnistM().load_data(cfg, args.data_dir)
+    peak_matmul = matmul_gflops()
+    results = {name: run_mode(name, cfg, data, args.threshold) for name in cfg.modes}
+    peak_matmul = max(peak_matmul, matmul_gflops())  # best of before and after: less exposed to load
+    total_flops = sum(r.pop("_flops") for r in results.values())
+    train_gflops = total_flops / sum(r["train_seconds"] for r in results.values()) / 1e9
+    print(json.dumps({
+        "protocol": cfg.protocol,
+        "subset": args.subset,
+        "steps": cfg.train.steps,
+        "batch_size": cfg.train.batch_size,
+        "epochs": round(cfg.train.steps * cfg.train.batch_size / n_train, 2),
+        "threads": torch.get_num_threads(),
+        "modes": results,
+        "train_seconds": round(sum(r["train_seconds"] for r in results.values()), 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "matmul_gflops": round(peak_matmul, 1),
+        "train_gflops": round(train_gflops, 1),
+        "train_to_matmul": round(train_gflops / peak_matmul, 3),
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""Adversarial Discriminative Domain Adaptation (Tzeng et al., CVPR 2017): untied target encoder, two phases."""
+
+from __future__ import annotations
+
+import copy
+from typing import Literal
+
+import torch
+from torch import nn
+
+from dann.data.batches import Batch
+from dann.methods.alternating import discriminator_step, generator_loss
+from dann.methods.base import Method, MethodOptions, StepContext, StepLoss, accuracy
+from dann.models.network import DomainAdversarialNet
+
+
+class ADDA(Method):
+    """Pre-train on source, then adapt a *copy* of the encoder to the target as a GAN generator.
+
+    Phase 1 (the first ``adda_pretrain_fraction`` of the steps), stage ``source``: source encoder
+    ``M_s`` (the model's extractor) and classifier ``C`` minimise the source label loss.
+    Phase 2: the target encoder ``M_t`` starts as a copy of ``M_s``; stage ``discriminator``
+    trains ``D`` (the model's domain classifier) on ``M_s(x_s)`` vs ``M_t(x_t)``, stage ``target``
+    trains ``M_t`` alone so ``D`` takes ``M_t(x_t)`` for source (:func:`generator_loss`).
+    ``M_s`` and ``C`` are frozen, so the label space stays put; untied weights let ``M_t`` move
+    further than a shared encoder could. Target samples are classified as ``C(M_t(x_t))``.
+    """
+
+    name = "adda"
+    stages = ("source", "discriminator", "target")
+
+    def __init__(self, model: DomainAdversarialNet, options: MethodOptions | None = None) -> None:
+        super().__init__(model, options)
+        self.target_encoder = copy.deepcopy(model.feature_extractor)
+        # Set when M_t is copied from M_s at the first phase-2 step; a buffer, so checkpoints keep it.
+        self.register_buffer("adapting", torch.tensor(False))
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {
+            "source": [*self.model.feature_extractor.parameters(), *self.model.label_predictor.parameters()],
+            "discriminator": list(self.model.domain_classifier.parameters()),
+            "target": list(self.target_encoder.parameters()),
+        }
+
+    def active_stages(self, ctx: StepContext) -> tuple[str, ...]:
+        if ctx.progress < self.options.adda_pretrain_fraction:
+            return ("source",)
+        return ("discriminator", "target")
+
+    def forward(self, batch: Batch, ctx: StepContext, stage: str = "source") -> StepLoss:
+        if stage == "source":
+            logits = self.model(batch.source_x)
+            loss = self.label_loss(logits, batch.source_y)
+            metrics = {"phase": torch.tensor(1.0), "label_loss": loss.detach(), "label_acc": accuracy(logits.detach(), batch.source_y)}
+            return StepLoss(loss, metrics)
+
+        if not self.adapting:
+            self.target_encoder.load_state_dict(self.model.feature_extractor.state_dict())
+            self.adapting.fill_(True)
+        if stage == "discriminator":
+            with torch.no_grad():
+                source_features, target_features = self.model.features(batch.source_x), self.target_encoder(batch.target_x)
+            out = discriminator_step(self.model.domain_classifier, source_features, target_features)
+            return StepLoss(out.loss, {"phase": torch.tensor(2.0), **out.metrics})
+
+        target_features = self.target_encoder(batch.target_x)
+        target_labels = torch.ones(len(target_features), dtype=torch.long, device=target_features.device)
+        adversarial = generator_loss(self.model.domain_classifier(target_features), target_labels, self.options.generator_loss)
+        out = StepLoss(self.options.transfer_weight * adversarial, {"generator_loss": adversarial.detach()})
+        return self.add_target_entropy(out, lambda: self.model.classify(target_features))
+
+    def features(self, x: torch.Tensor, domain: Literal["source", "target"]) -> torch.Tensor:
+        """Target samples go through ``M_t`` once it exists (phase 2), everything else through ``M_s``."""
+        if domain == "target" and self.adapting:
+            return self.target_encoder(x)
+        return self.model.features(x)

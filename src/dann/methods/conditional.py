@@ -1,0 +1,101 @@
+"""Conditional domain-adversarial networks, CDAN and CDAN+E (Long et al., NeurIPS 2018)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dann.errors import ConfigError
+from dann.methods.adversarial import DANN
+from dann.methods.base import MethodOptions, StepContext, domain_loss, entropy
+from dann.models.grl import grad_reverse
+from dann.models.network import DomainAdversarialNet, mlp
+
+
+def _linears(module: nn.Module, what: str) -> list[nn.Linear]:
+    layers = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    if not layers:
+        raise ConfigError(f"cdan sizes its discriminator from the model's {what}, which has no nn.Linear layer")
+    return layers
+
+
+class MultilinearMap(nn.Module):
+    """``T(f, g)``: features ``f`` (``(N, F)``) conditioned on class probabilities ``g`` (``(N, C)``).
+
+    The outer product ``g (x) f``, flattened to ``C * F``, lets the discriminator see the joint
+    distribution of features and predictions, so aligning it aligns class-conditional
+    distributions too. When ``C * F > max_outer`` it is approximated by the randomised map
+    ``(R_f f) * (R_g g) / sqrt(d)`` with fixed Gaussian ``R_f`` (``F x d``), ``R_g`` (``C x d``),
+    whose inner products match the outer product's in expectation.
+    """
+
+    def __init__(self, n_features: int, n_classes: int, max_outer: int, random_dim: int) -> None:
+        super().__init__()
+        self.randomised = n_features * n_classes > max_outer
+        self.out_features = random_dim if self.randomised else n_features * n_classes
+        if self.randomised:
+            self.register_buffer("r_features", torch.randn(n_features, random_dim))
+            self.register_buffer("r_classes", torch.randn(n_classes, random_dim))
+
+    def forward(self, features: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        if self.randomised:
+            return (features @ self.r_features) * (probs @ self.r_classes) / math.sqrt(self.out_features)
+        return torch.bmm(probs.unsqueeze(2), features.unsqueeze(1)).flatten(1)
+
+
+class CDAN(DANN):
+    """DANN whose discriminator sees ``T(f, softmax(G_y(f)))`` instead of ``f``, behind the reversal layer.
+
+    The discriminator is the method's own (its input is :class:`MultilinearMap`'s size), with
+    the hidden and output sizes of the model's domain classifier, which goes unused. As in the
+    authors' code the class probabilities are detached: the adversarial gradient reaches ``G_f``
+    only through ``f``.
+    """
+
+    name = "cdan"
+
+    def __init__(self, model: DomainAdversarialNet, options: MethodOptions | None = None) -> None:
+        super().__init__(model, options)
+        domain_layers = _linears(model.domain_classifier, "domain classifier")
+        n_classes = _linears(model.label_predictor, "label predictor")[-1].out_features
+        self.conditional_map = MultilinearMap(
+            domain_layers[0].in_features, n_classes, self.options.cdan_max_outer, self.options.cdan_random_dim
+        )
+        self.discriminator = mlp(
+            [self.conditional_map.out_features, *(layer.out_features for layer in domain_layers)]
+        )
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        unused = {id(p) for p in self.model.domain_classifier.parameters()}
+        return {"model": [p for p in self.parameters() if id(p) not in unused]}
+
+    def sample_weights(self, class_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
+        """Per-sample weights of the domain loss; none (uniform) for plain CDAN."""
+        return None
+
+    def adversarial_loss(
+        self, features: torch.Tensor, labels: torch.Tensor, ctx: StepContext
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            class_logits = self.model.classify(features)
+        conditioned = self.conditional_map(features, F.softmax(class_logits, 1))
+        domain_logits = self.discriminator(grad_reverse(conditioned, self.reversal(ctx)))
+        return domain_loss(domain_logits, labels, self.sample_weights(class_logits, labels)), domain_logits
+
+
+class CDANE(CDAN):
+    """CDAN with entropy conditioning: confident predictions count more in the domain loss.
+
+    ``w_i = 1 + exp(-H(g_i))``, normalised to sum to one within each domain (as in the authors'
+    code), so hard-to-transfer samples with uncertain predictions pull less on the alignment.
+    The weights are constants: no gradient flows through them.
+    """
+
+    name = "cdan_e"
+
+    def sample_weights(self, class_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        weights = 1.0 + torch.exp(-entropy(class_logits))
+        return weights / torch.bincount(labels, weights=weights)[labels]

@@ -1,0 +1,334 @@
+"""A scikit-learn estimator for unsupervised domain adaptation: :class:`DANNClassifier`.
+
+The estimator is a thin shell: it validates and standardises arrays, builds a network, and
+hands everything to the same registry of methods and the same training loop the studies use,
+so a model fitted here is trained exactly like ``dann run`` trains it.
+"""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils import Tags, check_random_state
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+
+from dann.config import from_dict
+from dann.data.domains import DomainData, Split
+from dann.evaluate.metrics import extract_features
+from dann.methods import MODES, MethodOptions, Mode
+from dann.models.mnist_cnn import mnist_network
+from dann.models.network import DomainAdversarialNet, mlp_network
+from dann.train.loop import TrainConfig, train
+
+#: ``network(n_features or sample shape, n_classes, n_domain_outputs)`` -> a fresh network
+NetworkFactory = Callable[[Any, int, int], DomainAdversarialNet]
+
+
+class NoTargetDataWarning(UserWarning):
+    """``fit`` got no target samples, so it trained on the source alone: no adaptation."""
+
+
+def adaptation_modes() -> list[str]:
+    """The registered modes that never read target labels: the ones an estimator can fit."""
+    return [name for name, mode in MODES.items() if not mode.method.uses_target_labels]
+
+
+def _unlabelled(x: torch.Tensor) -> Split:
+    """A split whose labels are a placeholder: target labels are unknown and no allowed mode reads them."""
+    return Split(x, torch.zeros(len(x), dtype=torch.long))
+
+
+def _standardised(X: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> torch.Tensor:
+    """``(X - mean) / scale`` as the float32 tensor the network takes (a fresh array, so writable)."""
+    return torch.from_numpy((X - mean) / scale)
+
+
+def _domain_data(source: Split, target: Split, n_classes: int) -> DomainData:
+    """The train splits double as test splits: the loop selects nothing on them."""
+    return DomainData(source, source, target, target, n_classes)
+
+
+class DANNClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, TransformerMixin, BaseEstimator):
+    """Domain-adversarial neural network (Ganin & Lempitsky) as a scikit-learn classifier.
+
+    Fits on labelled source samples ``(X, y)`` and unlabelled target samples, then predicts
+    the target. Target samples come either as ``fit(X, y, X_target=...)`` or, so that they pass
+    through the earlier steps of a :class:`~sklearn.pipeline.Pipeline`, as rows of ``X`` whose
+    label is ``unlabeled_label`` (the ``sklearn.semi_supervised`` convention).
+
+    Parameters
+    ----------
+    mode : str, default="dann"
+        Any registered mode that does not read target labels (:func:`adaptation_modes`), e.g.
+        "dann", "dann_deep" or "source_only" (the no-adaptation baseline). Predictions use the
+        method's target-domain features (ADDA's target encoder, for instance).
+    hidden : tuple of int, default=(32, 32)
+        Feature-extractor layer sizes of the default MLP (vector inputs).
+    domain_hidden : tuple of int, default=(32,)
+        Hidden layer sizes of the default domain classifier (the paper's MNIST head is ``(100,)``).
+    deep_domain_hidden : tuple of int, default=(128, 128, 128)
+        The domain classifier of mode "dann_deep".
+    steps : int, default=1000
+        Training steps; each draws ``batch_size`` source and ``batch_size`` target samples.
+    batch_size, optimizer, lr, momentum, weight_decay, lr_schedule, lambda_schedule, lambda_max, gamma
+        As in :class:`dann.train.loop.TrainConfig` ("paper" schedules anneal the learning rate
+        and ramp the adversarial weight from 0 to ``lambda_max``).
+    domain_loss, label_smoothing, transfer_weight
+        As in :class:`dann.methods.MethodOptions`.
+    method_options : dict or None, default=None
+        Further :class:`dann.methods.MethodOptions` fields, the knobs of particular modes
+        (e.g. ``{"adda_pretrain_fraction": 0.3}``); unknown names raise ValueError.
+    standardize : bool, default=True
+        Centre and scale inputs per feature (vectors) or per channel (images) with statistics of
+        source and target together; the default networks train poorly on raw scales.
+    unlabeled_label : scalar or None, default=None
+        The value of ``y`` that marks a row of ``X`` as an unlabelled target sample (e.g. -1).
+        None: every row of ``X`` is labelled source.
+    network : callable or None, default=None
+        ``network(n_features_or_shape, n_classes, n_domain_outputs) -> DomainAdversarialNet``,
+        called with ``n_features`` (int) for 2-D ``X`` and the sample shape (tuple) otherwise.
+        Replaces the defaults: an MLP for ``(n, n_features)``, the paper's MNIST CNN for
+        ``(n, C, 28, 28)``; ``hidden`` and the domain sizes then do not apply.
+    random_state : int, RandomState instance or None, default=None
+        Seeds network initialisation and batch order: an int gives identical refits (it is the
+        seed itself, as ``dann run --seed``); torch's global RNG is left as it was.
+    verbose : bool, default=False
+        Show a progress bar while training.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels, sorted; the columns of :meth:`predict_proba` follow them.
+    n_features_in_ : int
+        ``X.shape[1]`` seen in fit (features, or channels of images).
+    input_shape_ : tuple of int
+        ``X.shape[1:]`` seen in fit; later inputs must match it.
+    input_mean_, input_scale_ : ndarray
+        The standardisation fitted on source and target (0 and 1 when ``standardize=False``).
+    method_ : dann.methods.Method
+        The trained method; ``network_`` is its :class:`DomainAdversarialNet`.
+    n_iter_ : int
+        Training steps taken.
+    """
+
+    def __init__(
+        self,
+        mode: str = "dann",
+        hidden: Sequence[int] = (32, 32),
+        domain_hidden: Sequence[int] = (32,),
+        deep_domain_hidden: Sequence[int] = (128, 128, 128),
+        steps: int = 1000,
+        batch_size: int = 64,
+        optimizer: str = "sgd",
+        lr: float = 0.01,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        lr_schedule: str = "paper",
+        lambda_schedule: str = "paper",
+        lambda_max: float = 1.0,
+        gamma: float = 10.0,
+        domain_loss: str = "bce",
+        label_smoothing: float = 0.0,
+        transfer_weight: float = 1.0,
+        method_options: Mapping[str, Any] | None = None,
+        standardize: bool = True,
+        unlabeled_label: Any = None,
+        network: NetworkFactory | None = None,
+        random_state: int | np.random.RandomState | None = None,
+        verbose: bool = False,
+    ) -> None:
+        self.mode = mode
+        self.hidden = hidden
+        self.domain_hidden = domain_hidden
+        self.deep_domain_hidden = deep_domain_hidden
+        self.steps = steps
+        self.batch_size = batch_size
+        self.optimizer = optimizer
+        self.lr = lr
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.lr_schedule = lr_schedule
+        self.lambda_schedule = lambda_schedule
+        self.lambda_max = lambda_max
+        self.gamma = gamma
+        self.domain_loss = domain_loss
+        self.label_smoothing = label_smoothing
+        self.transfer_weight = transfer_weight
+        self.method_options = method_options
+        self.standardize = standardize
+        self.unlabeled_label = unlabeled_label
+        self.network = network
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def __sklearn_tags__(self) -> Tags:
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float32"]  # the networks compute in float32
+        return tags
+
+    def fit(self, X: Any, y: Any, X_target: Any = None) -> DANNClassifier:
+        """Train on labelled source ``(X, y)`` and unlabelled target samples.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+            Source samples, plus target samples where ``y == unlabeled_label``.
+        y : array-like of shape (n_samples,)
+            Source labels (any sortable labels), or ``unlabeled_label`` for target rows.
+        X_target : array-like of the same sample shape as X, optional
+            Unlabelled target samples. In a Pipeline (``dann__X_target=...``) they do *not* go
+            through the earlier steps; put them in ``X`` with ``unlabeled_label`` instead.
+            With no target samples at all the model is trained on ``X`` as both domains, i.e.
+            without adaptation, and a :class:`NoTargetDataWarning` is issued.
+
+        Returns
+        -------
+        self : DANNClassifier
+        """
+        mode = self._mode()
+        options = self._method_options()
+        cfg = self._train_config()
+        X, y = validate_data(self, X, y, allow_nd=True, dtype=np.float32)
+        is_target = np.zeros(len(y), dtype=bool) if self.unlabeled_label is None else y.astype(object) == self.unlabeled_label
+        source_x, source_y, target_x = X[~is_target], y[~is_target], X[is_target]
+        if X_target is not None:
+            target_x = np.concatenate([target_x, self._check_target(X_target, X.shape[1:])])
+        if len(source_y) == 0:
+            raise ValueError(f"every row of X is marked unlabelled (y == {self.unlabeled_label!r}): no labelled source")
+        if len(target_x) == 0:
+            warnings.warn(
+                "no target samples (pass X_target, or mark target rows of X with unlabeled_label): "
+                "training on X as both domains, i.e. without domain adaptation",
+                NoTargetDataWarning,
+                stacklevel=2,
+            )
+            target_x = source_x
+        check_classification_targets(source_y)
+        encoder = LabelEncoder()
+        labels = torch.from_numpy(encoder.fit_transform(source_y)).long()
+        if len(encoder.classes_) < 2:
+            raise ValueError(f"y has 1 class ({encoder.classes_[0]!r}); a classifier needs at least 2")
+
+        mean, scale = self._fit_standardisation(source_x, target_x)
+        source = Split(_standardised(source_x, mean, scale), labels)
+        data = _domain_data(source, _unlabelled(_standardised(target_x, mean, scale)), len(encoder.classes_))
+        seed = self._seed()
+        with torch.random.fork_rng(devices=[]):  # seed our run without touching the caller's torch RNG
+            torch.manual_seed(seed)
+            network = self._build_network(X.shape[1:], mode, len(encoder.classes_), 1 if options.domain_loss == "bce" else 2)
+            method = mode.method(network, options)
+            result = train(method, data, cfg, seed)
+        self.classes_, self.input_shape_, self.input_mean_, self.input_scale_ = encoder.classes_, X.shape[1:], mean, scale
+        self.method_, self.network_, self.n_iter_ = method, network, result.steps
+        self._n_features_out = self._extract(source_x[:1]).shape[1]
+        return self
+
+    def __sklearn_is_fitted__(self) -> bool:
+        """Fitted once training finished: a fit that raised may leave ``n_features_in_`` but no model."""
+        return hasattr(self, "method_")
+
+    def predict(self, X: Any) -> np.ndarray:
+        """The most probable class of each sample, as labels from ``classes_``."""
+        index = self._logits(X).argmax(1).numpy()
+        return self.classes_[index]
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities (softmax), shape ``(n_samples, n_classes)``, columns as ``classes_``."""
+        return self._logits(X).double().softmax(1).numpy()
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Class logits, ``(n_samples, n_classes)``; for two classes the margin of ``classes_[1]``, ``(n_samples,)``."""
+        logits = self._logits(X).double()
+        return (logits[:, 1] - logits[:, 0] if logits.shape[1] == 2 else logits).numpy()
+
+    def transform(self, X: Any) -> np.ndarray:
+        """The learned features (the feature extractor's output), ``(n_samples, n_features_out)``, float32."""
+        return self._features(X).numpy()
+
+    def _mode(self) -> Mode:
+        allowed = adaptation_modes()
+        if self.mode not in allowed:
+            why = "reads target labels, which fit never receives" if self.mode in MODES else "is not a registered mode"
+            raise ValueError(f"mode {self.mode!r} {why}; choose from {', '.join(allowed)}")
+        return MODES[self.mode]
+
+    def _seed(self) -> int:
+        """An int ``random_state`` is the seed itself, so a fit reproduces ``dann run`` with ``--seed`` exactly."""
+        if isinstance(self.random_state, numbers.Integral):
+            return int(self.random_state)
+        return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+
+    def _method_options(self) -> MethodOptions:
+        common = {name: getattr(self, name) for name in ("domain_loss", "label_smoothing", "transfer_weight")}
+        extra = dict(self.method_options or {})
+        both = sorted(set(common) & set(extra))
+        if both:
+            raise ValueError(f"{both[0]} is a parameter of its own; do not repeat it in method_options")
+        return from_dict(MethodOptions, {**common, **extra})
+
+    def _train_config(self) -> TrainConfig:
+        names = ("steps", "batch_size", "optimizer", "lr", "momentum", "weight_decay")
+        names += ("lr_schedule", "lambda_schedule", "lambda_max", "gamma")
+        return from_dict(TrainConfig, {**{name: getattr(self, name) for name in names}, "progress_bar": self.verbose})
+
+    def _check_target(self, X_target: Any, sample_shape: tuple[int, ...]) -> np.ndarray:
+        X_target = check_array(X_target, allow_nd=True, dtype=np.float32, input_name="X_target")
+        if X_target.shape[1:] == sample_shape:
+            return X_target
+        if X_target.ndim == 2 and len(sample_shape) == 1:
+            raise ValueError(f"X_target has {X_target.shape[1]} features, but X has {sample_shape[0]} features")
+        raise ValueError(f"X_target has samples of shape {X_target.shape[1:]}, but X has {sample_shape}")
+
+    def _fit_standardisation(self, source_x: np.ndarray, target_x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and scale over both domains, per feature (axis 1), pooled over any further axes."""
+        shape = (1, source_x.shape[1], *[1] * (source_x.ndim - 2))
+        if not self.standardize:
+            return np.zeros(shape, np.float32), np.ones(shape, np.float32)
+        both = np.concatenate([source_x, target_x])
+        axes = (0, *range(2, both.ndim))
+        mean, std = both.mean(axis=axes, dtype=np.float64), both.std(axis=axes, dtype=np.float64)
+        std[std < 10 * np.finfo(np.float64).eps] = 1.0  # constant feature: centre it, do not blow it up
+        return mean.reshape(shape).astype(np.float32), std.reshape(shape).astype(np.float32)
+
+    def _build_network(
+        self, shape: tuple[int, ...], mode: Mode, n_classes: int, n_domain_outputs: int
+    ) -> DomainAdversarialNet:
+        if self.network is not None:
+            network = self.network(shape[0] if len(shape) == 1 else shape, n_classes, n_domain_outputs)
+            if not isinstance(network, DomainAdversarialNet):
+                raise TypeError(f"network must return a DomainAdversarialNet, got {type(network).__name__}")
+            return network
+        domain_hidden = list(self.deep_domain_hidden if mode.deep_domain_classifier else self.domain_hidden)
+        if len(shape) == 1:
+            return mlp_network(shape[0], n_classes, list(self.hidden), domain_hidden, n_domain_outputs)
+        if len(shape) == 3 and shape[1:] == (28, 28):
+            return mnist_network(domain_hidden, n_domain_outputs, in_channels=shape[0], n_classes=n_classes)
+        raise ValueError(
+            f"no default network for samples of shape {shape}: use (n, n_features) vectors, "
+            "(n, C, 28, 28) images, or pass network="
+        )
+
+    def _features(self, X: Any) -> torch.Tensor:
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, allow_nd=True, dtype=np.float32)
+        if X.shape[1:] != self.input_shape_:
+            raise ValueError(f"X has samples of shape {X.shape[1:]}, but {type(self).__name__} was fitted on {self.input_shape_}")
+        return self._extract(X)
+
+    def _extract(self, X: np.ndarray) -> torch.Tensor:
+        """Features of validated ``X`` through the shared evaluation code (eval mode, no grad, in chunks)."""
+        samples = _unlabelled(_standardised(X, self.input_mean_, self.input_scale_))
+        return extract_features(self.method_, samples, _domain_data(samples, samples, len(self.classes_)), "target")
+
+    @torch.no_grad()
+    def _logits(self, X: Any) -> torch.Tensor:
+        features = self._features(X)  # validates first: NotFittedError before any fitted attribute is read
+        return self.method_.model.classify(features)

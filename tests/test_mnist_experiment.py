@@ -1,0 +1,157 @@
+"""The MNIST -> MNIST-M experiment: data preparation, a short training run, the CLI end to end."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dann.cli import main
+from dann.data import mnist
+from dann.evaluate.metrics import evaluate
+from dann.experiments import get_experiment
+from dann.experiments import mnist_mnistm as mm
+from dann.experiments.study import resolve_config
+from dann.methods import get_mode
+from dann.train.loop import train
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+needs_shared_data = pytest.mark.skipif(
+    not (SHARED_DATA / "mnist").is_dir() or not (SHARED_DATA / "bsds500" / "train").is_dir(),
+    reason=f"needs the real MNIST and BSDS500 files in {SHARED_DATA} (mnist/, bsds500/train/)",
+)
+
+
+@pytest.fixture(scope="session")
+def mnistm_cache(tmp_path_factory) -> Path:
+    """One MNIST-M build (~7 s), through ``dann data build``, shared by every test that reads it."""
+    cache = tmp_path_factory.mktemp("dann-cache")
+    assert main(["data", "build", "mnistm", "--data-dir", str(SHARED_DATA), "--cache-dir", str(cache)]) == 0
+    assert (cache / "mnistm" / "mnistm_seed0.npz").is_file()
+    return cache
+
+
+@pytest.fixture
+def real_data(mnistm_cache, monkeypatch) -> Path:
+    monkeypatch.setenv("DANN_CACHE", str(mnistm_cache))
+    return SHARED_DATA
+
+
+def fake_loaders(monkeypatch) -> None:
+    """Tiny random MNIST / MNIST-M in memory: the experiment's own code path, no files."""
+    rng = np.random.default_rng(0)
+
+    def load_mnist(split, data_dir=None):
+        n = 40 if split == "train" else 20
+        return rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n).astype(np.int64)
+
+    def load_mnistm(split, data_dir=None, seed=0):
+        n = 40 if split == "train" else 20
+        return rng.integers(0, 256, (n, 28, 28, 3), dtype=np.uint8), rng.integers(0, 10, n).astype(np.int64)
+
+    monkeypatch.setattr(mm, "load_mnist", load_mnist)
+    monkeypatch.setattr(mm, "load_mnistm", load_mnistm)
+
+
+def test_prepared_batch_is_mean_centred_float_nchw(monkeypatch):
+    fake_loaders(monkeypatch)
+    experiment = get_experiment("mnist-mnistm")
+    cfg = resolve_config(experiment, {"data": {"train_limit": 30}})
+    data = experiment.load_data(cfg, None)
+    # Stored compact: uint8 NCHW; grey MNIST replicated to 3 channels, 30 of 40 images kept.
+    assert data.source_train.x.dtype == data.target_train.x.dtype == torch.uint8
+    assert data.source_train.x.shape == data.target_train.x.shape == (30, 3, 28, 28)
+    assert data.source_test.x.shape == (20, 3, 28, 28)
+    assert torch.equal(data.source_train.x[:, 0], data.source_train.x[:, 2])
+
+    both = torch.cat([data.source_train.x, data.target_train.x])
+    prepared = data.prepare(both)
+    assert prepared.dtype == torch.float32 and prepared.shape == (60, 3, 28, 28)
+    assert prepared.is_contiguous(memory_format=torch.channels_last)
+    # Centred per channel over the training images of both domains, on a 0..1 scale.
+    torch.testing.assert_close(prepared.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5, rtol=0)
+    mean = both.double().mean(dim=(0, 2, 3)).float().reshape(1, 3, 1, 1)
+    torch.testing.assert_close(prepared, (both.float() - mean) / 255)
+
+
+def test_protocols_and_partial_overrides():
+    experiment = get_experiment("mnist-mnistm")
+    paper = resolve_config(experiment, {"protocol": "paper"})
+    assert (paper.train.optimizer, paper.train.lr, paper.train.momentum, paper.train.batch_size) == ("sgd", 0.01, 0.9, 128)
+    assert (paper.train.lr_schedule, paper.train.lambda_schedule, paper.model.domain_hidden) == ("paper", "paper", [100])
+    # A partial section keeps the experiment's other defaults (progress bar on, its batch size).
+    quick = resolve_config(experiment, {"train": {"steps": 7}})
+    default = resolve_config(experiment, {})
+    assert quick.train.steps == 7 and quick.train.progress_bar
+    assert quick.train.batch_size == default.train.batch_size
+
+
+@needs_shared_data
+def test_short_dann_run_beats_chance(real_data):
+    experiment = get_experiment("mnist-mnistm")
+    cfg = resolve_config(
+        experiment,
+        {"data": {"train_limit": 2000, "test_limit": 500}, "train": {"steps": 60, "batch_size": 64, "progress_bar": False}},
+    )
+    data = experiment.load_data(cfg, str(real_data))
+    mode = get_mode("dann")
+    torch.manual_seed(0)
+    method = mode.method(experiment.build_model(cfg, mode, data), cfg.method)
+    train(method, data, cfg.train, cfg.seed)
+    scores = evaluate(method, data, probe_samples=200)
+    assert scores["source_acc"] > 0.6  # chance is 0.1
+    assert scores["target_acc"] > 0.2
+
+
+@needs_shared_data
+def test_cli_run_writes_every_output(real_data, tmp_path):
+    out = tmp_path / "run"
+    code = main([
+        "run", "mnist-mnistm", "--out", str(out), "--data-dir", str(real_data),
+        "--set", "data.train_limit=300", "--set", "data.test_limit=150", "--set", "probe_samples=100",
+        "--set", "train.steps=4", "--set", "train.batch_size=32", "--set", "train.log_every=2",
+        "--set", "train.eval_every=2", "--set", "train.progress_bar=false",
+    ])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    modes = ["source_only", "dann", "dann_deep", "target_only"]
+    assert list(summary["results"]) == modes
+    for scores in summary["results"].values():
+        assert {"source_acc", "target_acc", "domain_acc", "train_seconds", "images_per_second"} <= set(scores)
+        assert scores["images_per_second"] > 0
+    for name in ["samples.png", "curves.png", *(f"tsne_{m}.png" for m in modes)]:
+        assert (out / "plots" / name).stat().st_size > 0, name
+    for m in modes:
+        assert list((out / "tb" / m).glob("events.out.tfevents.*")), m
+        assert (out / "metrics" / f"{m}.jsonl").stat().st_size > 0
+
+
+def test_cli_missing_data_names_the_files(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DANN_CACHE", str(tmp_path / "cache"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code = main(["run", "mnist-mnistm", "--out", str(tmp_path / "run"), "--data-dir", str(empty)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert "train-images-idx3-ubyte" in err and str(empty / "mnist") in err
+
+    assert main(["data", "build", "mnistm", "--data-dir", str(empty)]) == 2
+    assert "train-images-idx3-ubyte" in capsys.readouterr().err
+
+
+def test_cli_fetch_offline_is_one_line_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(mnist, "MNIST_MIRRORS", ("http://127.0.0.1:9/",))  # nothing listens on port 9
+    assert main(["data", "fetch", "mnist", "--data-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "could not download" in err
+
+
+@needs_shared_data
+def test_cli_fetch_with_files_present_needs_no_network(tmp_path, capsys):
+    data_dir = tmp_path / "data"
+    shutil.copytree(SHARED_DATA / "mnist", data_dir / "mnist")
+    assert main(["data", "fetch", "mnist", "--data-dir", str(data_dir)]) == 0  # all present: no download
+    assert str(data_dir / "mnist") in capsys.readouterr().out
