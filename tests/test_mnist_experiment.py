@@ -10,7 +10,7 @@ import torch
 
 from dann.cli import main
 from dann.data import mnist
-from dann.evaluate.metrics import evaluate
+from dann.evaluate.metrics import class_accuracy, extract_features
 from dann.experiments import get_experiment
 from dann.experiments import mnist_mnistm as mm
 from dann.experiments.study import resolve_config
@@ -93,16 +93,19 @@ def test_short_dann_run_beats_chance(real_data):
     experiment = get_experiment("mnist-mnistm")
     cfg = resolve_config(
         experiment,
-        {"data": {"train_limit": 2000, "test_limit": 500}, "train": {"steps": 60, "batch_size": 64, "progress_bar": False}},
+        {"data": {"train_limit": 2000, "test_limit": 500}, "train": {"steps": 50, "batch_size": 64, "progress_bar": False}},
     )
     data = experiment.load_data(cfg, str(real_data))
     mode = get_mode("dann")
     torch.manual_seed(0)
     method = mode.method(experiment.build_model(cfg, mode, data), cfg.method)
     train(method, data, cfg.train, cfg.seed)
-    scores = evaluate(method, data, probe_samples=200)
-    assert scores["source_acc"] > 0.6  # chance is 0.1
-    assert scores["target_acc"] > 0.2
+    accuracy = {
+        domain: class_accuracy(method, extract_features(method, split, data, domain), split.y)
+        for domain, split in (("source", data.source_test), ("target", data.target_test))
+    }
+    assert accuracy["source"] > 0.5, accuracy  # chance is 0.1
+    assert accuracy["target"] > 0.15, accuracy
 
 
 @needs_shared_data

@@ -64,10 +64,11 @@ def evaluate(method: Method, data: DomainData, probe_samples: int = 0, seed: int
     ``probe_samples`` caps the samples per split the probe is fitted and scored on (0: all),
     which keeps the probe cheap on large data sets.
     """
-    features = {
-        name: extract_features(method, split, data, "source" if name.startswith("source") else "target")
-        for name, split in data.splits().items()
-    }
+    features = {}
+    for name, split in data.splits().items():
+        if name.endswith("_train"):  # only the probe reads these: extract just the rows it will sample
+            split = Split(_sample_rows(split.x, probe_samples, seed), _sample_rows(split.y, probe_samples, seed))
+        features[name] = extract_features(method, split, data, "source" if name.startswith("source") else "target")
     result = {
         "source_acc": class_accuracy(method, features["source_test"], data.source_test.y),
         "target_acc": class_accuracy(method, features["target_test"], data.target_test.y),

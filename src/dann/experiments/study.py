@@ -99,7 +99,7 @@ def run_study(
         results[name] = {**scores, "train_seconds": run.train_seconds, "images_per_second": run.images_per_second}
         result_path.parent.mkdir(exist_ok=True)
         result_path.write_text(json.dumps(results[name]) + "\n")
-        plot_features(experiment, method, data, name, plots_dir, cfg.seed)
+        plot_features(experiment, method, data, name, plots_dir, cfg.seed, experiment.embedding_samples)
 
     if not group.is_main:
         return None

@@ -31,8 +31,8 @@ MODES: dict[str, Mode] = {
     "target_only": Mode(TargetOnly, "ORACLE: label loss on labelled target (reads target labels)"),
     "dann_alternating": Mode(AlternatingDANN, "dann as a GAN: discriminator and generator steps, no reversal"),
     "adda": Mode(ADDA, "source pre-training, then a target encoder copy adapted against a discriminator"),
-    "cdan": Mode(CDAN, "dann whose discriminator sees features x class probabilities"),
-    "cdan_e": Mode(CDANE, "cdan with entropy-weighted domain loss (confident samples count more)"),
+    "cdan": Mode(CDAN, "dann whose discriminator sees features x class probabilities", deep_domain_classifier=True),
+    "cdan_e": Mode(CDANE, "cdan, domain loss weighted by 1 + exp(-entropy)", deep_domain_classifier=True),
     "vada": Mode(VADA, "dann + target entropy + virtual adversarial training"),
 }
 

@@ -51,21 +51,23 @@ class ADDA(Method):
         if stage == "source":
             logits = self.model(batch.source_x)
             loss = self.label_loss(logits, batch.source_y)
-            metrics = {"phase": torch.tensor(1.0), "label_loss": loss.detach(), "label_acc": accuracy(logits.detach(), batch.source_y)}
-            return StepLoss(loss, metrics)
+            label_acc = accuracy(logits.detach(), batch.source_y)
+            return StepLoss(loss, {"phase": torch.tensor(1.0), "label_loss": loss.detach(), "label_acc": label_acc})
 
         if not self.adapting:
             self.target_encoder.load_state_dict(self.model.feature_extractor.state_dict())
             self.adapting.fill_(True)
         if stage == "discriminator":
             with torch.no_grad():
-                source_features, target_features = self.model.features(batch.source_x), self.target_encoder(batch.target_x)
+                source_features = self.model.features(batch.source_x)
+                target_features = self.target_encoder(batch.target_x)
             out = discriminator_step(self.model.domain_classifier, source_features, target_features)
             return StepLoss(out.loss, {"phase": torch.tensor(2.0), **out.metrics})
 
         target_features = self.target_encoder(batch.target_x)
         target_labels = torch.ones(len(target_features), dtype=torch.long, device=target_features.device)
-        adversarial = generator_loss(self.model.domain_classifier(target_features), target_labels, self.options.generator_loss)
+        domain_logits = self.model.domain_classifier(target_features)
+        adversarial = generator_loss(domain_logits, target_labels, self.options.generator_loss)
         out = StepLoss(self.options.transfer_weight * adversarial, {"generator_loss": adversarial.detach()})
         return self.add_target_entropy(out, lambda: self.model.classify(target_features))
 

@@ -46,13 +46,16 @@ def generator_loss(
     return -domain_loss(domain_logits, labels)
 
 
-def discriminator_step(discriminator: nn.Module, source_features: torch.Tensor, target_features: torch.Tensor) -> StepLoss:
+def discriminator_step(
+    discriminator: nn.Module, source_features: torch.Tensor, target_features: torch.Tensor
+) -> StepLoss:
     """The discriminator's loss: the domain loss to the true domain labels on *detached* features."""
     features = torch.cat([source_features, target_features]).detach()
     labels = domain_labels(len(source_features), len(target_features), features.device)
     logits = discriminator(features)
     loss = domain_loss(logits, labels)
-    return StepLoss(loss, {"discriminator_loss": loss.detach(), "discriminator_acc": domain_accuracy(logits.detach(), labels)})
+    metrics = {"discriminator_loss": loss.detach(), "discriminator_acc": domain_accuracy(logits.detach(), labels)}
+    return StepLoss(loss, metrics)
 
 
 class AlternatingDANN(Method):

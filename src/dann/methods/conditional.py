@@ -50,7 +50,9 @@ class CDAN(DANN):
     """DANN whose discriminator sees ``T(f, softmax(G_y(f)))`` instead of ``f``, behind the reversal layer.
 
     The discriminator is the method's own (its input is :class:`MultilinearMap`'s size), with
-    the hidden and output sizes of the model's domain classifier, which goes unused. As in the
+    the hidden and output sizes of the model's domain classifier, which goes unused; the
+    registry builds ``cdan`` with the experiment's deep domain classifier (on MNIST the paper's
+    1024-1024, as in Long et al.), since the conditional input is ``C`` times wider. As in the
     authors' code the class probabilities are detached: the adversarial gradient reaches ``G_f``
     only through ``f``.
     """

@@ -57,7 +57,8 @@ class VADA(DANN):
         vat_source, vat_target = vat[:n_source].mean(), vat[n_source:].mean()
         target_entropy = entropy(logits[n_source:]).mean()
         options = self.options
-        loss = out.loss + options.vada_source_weight * vat_source + options.vada_target_weight * (target_entropy + vat_target)
+        loss = out.loss + options.vada_source_weight * vat_source
+        loss = loss + options.vada_target_weight * (target_entropy + vat_target)
         metrics = {
             **out.metrics,
             "target_entropy": target_entropy.detach(),

@@ -1,0 +1,351 @@
+"""The methods of issue 5: which parameters each stage moves, the shared options, and Blobs results.
+
+Blobs thresholds were measured on the default Blobs config, seed 0, one thread (source_only
+0.745 target accuracy; dann 0.995, dann_alternating 0.995, adda 1.000, cdan 0.998, cdan_e 0.995,
+vada 0.980). A method must beat source_only by 0.15, which a method that stopped adapting
+(or adapted the wrong way) cannot.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dann.data.batches import Batch
+from dann.evaluate.metrics import evaluate
+from dann.experiments import get_experiment
+from dann.experiments.study import resolve_config
+from dann.methods import MODES, MethodOptions, StepContext, get_mode
+from dann.methods.alternating import generator_loss
+from dann.methods.base import domain_loss
+from dann.methods.conditional import MultilinearMap
+from dann.methods.vada import virtual_adversarial_kl
+from dann.models.network import mlp_network
+from dann.train.loop import TrainConfig, train
+from dann.train.metrics_log import MetricsLog, read_metrics
+
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny MLPs: one thread is fastest, and the Blobs numbers below were measured with it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _batch(n: int = 16) -> Batch:
+    g = torch.Generator().manual_seed(0)
+    return Batch(
+        torch.randn(n, 2, generator=g),
+        torch.randint(0, 3, (n,), generator=g),
+        torch.randn(n, 2, generator=g) + 2,
+        torch.randint(0, 3, (n,), generator=g),
+    )
+
+
+def _method(mode: str, **options):
+    torch.manual_seed(0)
+    return get_mode(mode).method(mlp_network(2, 3, [16, 8], [8]), MethodOptions(**options))
+
+
+def _parts(method) -> dict[str, nn.Module]:
+    parts = {
+        "extractor": method.model.feature_extractor,
+        "label": method.model.label_predictor,
+        "domain": method.model.domain_classifier,
+    }
+    for name in ("target_encoder", "discriminator"):
+        if hasattr(method, name):
+            parts[name] = getattr(method, name)
+    return parts
+
+
+def _moved_by(method, stage: str, ctx: StepContext, batch: Batch | None = None) -> set[str]:
+    """Which parts one stage changes, run exactly as the loop runs it (zero grad, loss, backward, step)."""
+    batch = batch or _batch()
+    method(batch, ctx, stage)  # let lazy state settle first (ADDA copies its target encoder at the switch)
+    before = copy.deepcopy(method.state_dict())
+    optimizer = torch.optim.SGD(method.parameter_groups()[stage], lr=0.1)
+    optimizer.zero_grad(set_to_none=True)
+    method(batch, ctx, stage).loss.backward()
+    optimizer.step()
+    moved = set()
+    for part, module in _parts(method).items():
+        prefix = next(name for name, m in method.named_modules() if m is module) + "."
+        after = {key: value for key, value in method.state_dict().items() if key.startswith(prefix)}
+        if any(not torch.equal(value, before[key]) for key, value in after.items()):
+            moved.add(part)
+    return moved
+
+
+EARLY, LATE = StepContext(0, 0.1, 0.5), StepContext(90, 0.9, 0.5)
+
+
+@pytest.mark.parametrize(
+    "mode, ctx, stage, moves",
+    [
+        ("dann_alternating", LATE, "discriminator", {"domain"}),
+        ("dann_alternating", LATE, "generator", {"extractor", "label"}),
+        ("adda", EARLY, "source", {"extractor", "label"}),
+        ("adda", LATE, "discriminator", {"domain"}),
+        ("adda", LATE, "target", {"target_encoder"}),
+        ("cdan", LATE, "model", {"extractor", "label", "discriminator"}),
+        ("cdan_e", LATE, "model", {"extractor", "label", "discriminator"}),
+        ("vada", LATE, "model", {"extractor", "label", "domain"}),
+    ],
+)
+def test_each_stage_moves_its_parameters_and_only_those(mode, ctx, stage, moves):
+    method = _method(mode)
+    assert stage in method.active_stages(ctx)
+    assert _moved_by(method, stage, ctx) == moves
+
+
+@pytest.mark.parametrize("mode", ["dann_alternating", "adda"])
+def test_discriminator_stage_sends_no_gradient_into_the_features(mode):
+    method = _method(mode)
+    method(_batch(), LATE, "discriminator").loss.backward()
+    for part in ("extractor", "label"):
+        assert all(p.grad is None for p in _parts(method)[part].parameters())
+
+
+def test_adda_phases_and_which_stages_run():
+    method = _method("adda", adda_pretrain_fraction=0.4)
+    assert method.active_stages(StepContext(0, 0.39, 0.0)) == ("source",)
+    assert method.active_stages(StepContext(0, 0.4, 0.0)) == ("discriminator", "target")
+    x = _batch().target_x
+    assert torch.equal(method.features(x, "target"), method.model.features(x))  # no target encoder yet
+
+
+def test_adda_phase_two_leaves_source_encoder_and_classifier_alone(tmp_path):
+    """Through the shared loop: weights at the phase switch (step 10) and at the end (step 20)."""
+    data = get_experiment("blobs").load_data(resolve_config(get_experiment("blobs"), {}), None)
+    method = _method("adda", adda_pretrain_fraction=0.5)
+    snapshots = []
+
+    def snapshot(m):
+        snapshots.append(copy.deepcopy(m.state_dict()))
+        return {}
+
+    cfg = TrainConfig(steps=20, batch_size=16, log_every=10, eval_every=10, checkpoint_every=0)
+    with MetricsLog(tmp_path / "adda.jsonl") as log:
+        train(method, data, cfg, seed=0, log=log, evaluate=snapshot)
+    at_switch, end = snapshots
+    frozen = [k for k in end if k.startswith(("model.feature_extractor.", "model.label_predictor."))]
+    assert frozen and all(torch.equal(at_switch[k], end[k]) for k in frozen)
+    for prefix in ("target_encoder.", "model.domain_classifier."):
+        assert any(not torch.equal(at_switch[k], end[k]) for k in end if k.startswith(prefix)), prefix
+    # the target encoder started as a copy of the source encoder, then moved
+    x = data.target_test.x[:50]
+    assert not torch.allclose(method.features(x, "target"), method.features(x, "source"))
+    rows = read_metrics(tmp_path / "adda.jsonl")
+    assert [row["phase"] for row in rows] == [1.0, 2.0]
+    assert "label_loss" in rows[0] and {"discriminator_loss", "generator_loss"} <= set(rows[1])
+
+
+@pytest.mark.parametrize("mode", ["adda", "vada"])
+def test_resumed_run_ends_with_the_uninterrupted_weights(tmp_path, mode):
+    """Interrupted in ADDA's phase 2 (step 14, last checkpoint 12), resumed: same weights as one run.
+
+    ADDA's phase flag and target encoder, and VADA's random directions, come back with the checkpoint.
+    """
+    data = get_experiment("blobs").load_data(resolve_config(get_experiment("blobs"), {}), None)
+    cfg = TrainConfig(steps=20, batch_size=16, log_every=1, eval_every=1, checkpoint_every=12)
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_14(method):
+        if method_steps.pop(0) == 14:
+            raise Stop
+        return {}
+
+    method_steps = list(range(1, 21))
+    interrupted = _method(mode, adda_pretrain_fraction=0.5)
+    with pytest.raises(Stop):
+        train(interrupted, data, cfg, seed=0, evaluate=stop_at_14, checkpoint_path=tmp_path / "ckpt.pt")
+    resumed = _method(mode, adda_pretrain_fraction=0.5)
+    train(resumed, data, cfg, seed=0, checkpoint_path=tmp_path / "ckpt.pt")
+    torch.manual_seed(0)
+    straight = _method(mode, adda_pretrain_fraction=0.5)
+    train(straight, data, cfg, seed=0)
+    for key, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_stage_groups_are_disjoint_method_parameters(mode):
+    method = _method(mode)
+    groups = method.parameter_groups()
+    assert set(groups) == set(method.stages)
+    ids = [id(p) for params in groups.values() for p in params]
+    assert len(ids) == len(set(ids)) and set(ids) <= {id(p) for p in method.parameters()}
+
+
+def test_cdan_trains_its_own_discriminator_not_the_models():
+    method = _method("cdan")
+    trained = {id(p) for p in method.parameter_groups()["model"]}
+    assert not {id(p) for p in method.model.domain_classifier.parameters()} & trained
+    # features (8) x classes (3) = 24 inputs: the outer product, below the default threshold
+    assert not method.conditional_map.randomised and method.conditional_map.out_features == 24
+
+
+def test_multilinear_map_outer_product_and_its_random_approximation():
+    f, g = torch.randn(5, 4), F.softmax(torch.randn(5, 3), 1)
+    outer = MultilinearMap(4, 3, max_outer=12, random_dim=8)(f, g)
+    assert outer.shape == (5, 12) and torch.allclose(outer.view(5, 3, 4), g[:, :, None] * f[:, None, :])
+    torch.manual_seed(0)
+    random_map = MultilinearMap(4, 3, max_outer=11, random_dim=50_000)
+    assert random_map.randomised and random_map(f, g).shape == (5, 50_000)
+    # inner products of the random map approximate those of the outer product
+    assert torch.allclose(random_map(f, g) @ random_map(f, g).T, outer @ outer.T, rtol=0.1, atol=0.05)
+
+
+def test_cdan_e_weights_favour_confident_samples_and_sum_to_one_per_domain():
+    method = _method("cdan_e")
+    logits = torch.tensor([[5.0, 0, 0], [0, 0, 0], [0, 9.0, 0], [0, 0, 0.1]])
+    labels = torch.tensor([0, 0, 1, 1])
+    w = method.sample_weights(logits, labels)
+    assert torch.allclose(torch.bincount(labels, weights=w), torch.ones(2))
+    assert w[0] > w[1] and w[2] > w[3]
+
+
+def test_virtual_adversarial_direction_beats_a_random_one():
+    torch.manual_seed(0)
+    model = mlp_network(2, 3, [32, 8], [8])
+    x = 1.5 * torch.randn(256, 2)
+    logits = model(x)
+    adversarial = virtual_adversarial_kl(model, x, logits, epsilon=0.5)
+    log_p = F.log_softmax(logits.detach(), 1)
+    random = F.normalize(torch.randn_like(x), dim=1) * 0.5
+    random_kl = (log_p.exp() * (log_p - F.log_softmax(model(x + random), 1))).sum(1)
+    assert adversarial.shape == (256,) and (adversarial >= -1e-6).all()
+    assert adversarial.mean() > 1.3 * random_kl.mean()
+
+
+def _equivalent_ce_head(bce_head: nn.Linear) -> nn.Linear:
+    """Two outputs ``(0, z)`` where the BCE head gives ``z``: softmax over them is ``(1 - sigmoid z, sigmoid z)``."""
+    head = nn.Linear(bce_head.in_features, 2)
+    with torch.no_grad():
+        head.weight.copy_(torch.cat([torch.zeros_like(bce_head.weight), bce_head.weight]))
+        head.bias.copy_(torch.cat([torch.zeros_like(bce_head.bias), bce_head.bias]))
+    return head
+
+
+@pytest.mark.parametrize("loss", ["domain", "flip", "uniform", "minimax"])
+def test_bce_and_two_way_ce_give_the_same_feature_gradient(loss):
+    torch.manual_seed(0)
+    features = torch.randn(32, 8, requires_grad=True)
+    labels = torch.cat([torch.zeros(16), torch.ones(16)]).long()
+    bce_head = nn.Linear(8, 1)
+    gradients = []
+    for head in (bce_head, _equivalent_ce_head(bce_head)):
+        logits = head(features)
+        value = domain_loss(logits, labels) if loss == "domain" else generator_loss(logits, labels, loss)
+        gradients.append(torch.autograd.grad(value, features)[0])
+    assert torch.allclose(gradients[0], gradients[1], atol=1e-6)
+    assert F.cosine_similarity(gradients[0].flatten(), gradients[1].flatten(), dim=0) > 0.999
+
+
+def test_bce_and_ce_push_features_the_same_way_with_different_heads():
+    """With independently initialised heads the two losses differ, but push the features the same way on average."""
+    torch.manual_seed(0)
+    features = torch.randn(256, 8, requires_grad=True)
+    labels = torch.cat([torch.zeros(128), torch.ones(128)]).long()
+    # a discriminator that already separates the domains along one direction
+    direction = torch.randn(8)
+    bce_head, ce_head = nn.Linear(8, 1), nn.Linear(8, 2)
+    with torch.no_grad():
+        bce_head.weight.copy_(direction[None]), bce_head.bias.zero_()
+        ce_head.weight.copy_(torch.stack([-direction / 2, direction / 2]) + 0.1 * torch.randn(2, 8))
+        ce_head.bias.zero_()
+    g_bce = torch.autograd.grad(domain_loss(bce_head(features), labels), features)[0]
+    g_ce = torch.autograd.grad(domain_loss(ce_head(features), labels), features)[0]
+    assert F.cosine_similarity(g_bce.flatten(), g_ce.flatten(), dim=0) > 0.9
+
+
+def _loss(mode: str, ctx: StepContext = LATE, **options):
+    method = _method(mode, **options)
+    stage = method.active_stages(ctx)[-1]  # the stage that trains the features
+    torch.manual_seed(1)  # VADA draws random directions
+    return method(_batch(), ctx, stage)
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_entropy_weight_adds_target_entropy_to_any_method(mode):
+    off, on = _loss(mode), _loss(mode, entropy_weight=0.5)
+    assert "target_entropy" in on.metrics
+    assert torch.allclose(on.loss - off.loss, 0.5 * on.metrics["target_entropy"], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "mode, key, factor",
+    [
+        ("dann", "domain_loss", 1.0),
+        ("cdan", "domain_loss", 1.0),
+        ("cdan_e", "domain_loss", 1.0),
+        ("vada", "domain_loss", 1.0),
+        ("dann_alternating", "generator_loss", LATE.lambda_),
+        ("adda", "generator_loss", 1.0),
+    ],
+)
+def test_transfer_weight_scales_the_adversarial_loss(mode, key, factor):
+    off, on = _loss(mode, transfer_weight=0.0), _loss(mode, transfer_weight=2.0)
+    assert on.metrics[key] > 0
+    assert torch.allclose(on.loss - off.loss, 2.0 * factor * on.metrics[key], atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["source_only", "dann", "dann_alternating", "adda", "cdan", "vada"])
+def test_label_smoothing_changes_the_label_loss(mode):
+    ctx = EARLY if mode == "adda" else LATE
+    plain, smooth = _loss(mode, ctx), _loss(mode, ctx, label_smoothing=0.2)
+    batch = _batch()
+    method = _method(mode)
+    expected = F.cross_entropy(method.model(batch.source_x), batch.source_y, label_smoothing=0.2)
+    assert torch.allclose(smooth.metrics["label_loss"], expected, atol=1e-6)
+    assert not torch.allclose(smooth.metrics["label_loss"], plain.metrics["label_loss"])
+
+
+def test_invalid_options_are_config_errors():
+    from dann.errors import ConfigError
+
+    for bad in ({"adda_pretrain_fraction": 1.0}, {"entropy_weight": -1.0}, {"cdan_random_dim": 0}, {"label_smoothing": 1}):
+        with pytest.raises(ConfigError):
+            MethodOptions(**bad)
+
+
+# --- Blobs: the default study config, seed 0 -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    experiment = get_experiment("blobs")
+    cfg = resolve_config(experiment, {})
+    data = experiment.load_data(cfg, None)
+    results: dict[str, dict[str, float]] = {}
+
+    def run(mode: str) -> dict[str, float]:
+        if mode not in results:
+            torch.manual_seed(cfg.seed)
+            method = get_mode(mode).method(experiment.build_model(cfg, get_mode(mode), data), cfg.method)
+            train(method, data, cfg.train, cfg.seed)
+            results[mode] = evaluate(method, data, cfg.probe_samples, cfg.seed)
+        return results[mode]
+
+    return run
+
+
+def test_alternating_dann_lands_in_danns_band(blobs):
+    assert abs(blobs("dann_alternating")["target_acc"] - blobs("dann")["target_acc"]) <= 0.05
+
+
+@pytest.mark.parametrize("mode", ["adda", "cdan", "cdan_e", "vada"])
+def test_method_beats_source_only_on_blobs(blobs, mode):
+    result = blobs(mode)
+    assert result["source_acc"] >= 0.95
+    assert result["target_acc"] >= blobs("source_only")["target_acc"] + 0.15
