@@ -30,10 +30,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _list() -> str:
+    width = max(len(name) for name in [*EXPERIMENTS, *MODES])
     lines = ["experiments:"]
-    lines += [f"  {name:<14} {e.description}" for name, e in EXPERIMENTS.items()]
+    lines += [f"  {name:<{width}} {e.description}" for name, e in EXPERIMENTS.items()]
     lines += ["modes (--set modes=[...]):"]
-    lines += [f"  {name:<14} {mode.description}" for name, mode in MODES.items()]
+    lines += [f"  {name:<{width}} {mode.description}" for name, mode in MODES.items()]
     return "\n".join(lines)
 
 

@@ -47,11 +47,12 @@ def resolve_config(experiment: Experiment, overrides: Mapping[str, Any]) -> Stud
 
 def format_table(results: Mapping[str, Mapping[str, float]]) -> str:
     """The terminal table: one row per mode."""
-    header = f"{'mode':<14} {'source_acc':>10} {'target_acc':>10} {'domain_acc':>10} {'seconds':>8}"
+    width = max(len("mode"), *(len(mode) for mode in results))
+    header = f"{'mode':<{width}} {'source_acc':>10} {'target_acc':>10} {'domain_acc':>10} {'seconds':>8}"
     lines = [header, "-" * len(header)]
     for mode, r in results.items():
         lines.append(
-            f"{mode:<14} {r['source_acc']:>10.4f} {r['target_acc']:>10.4f} {r['domain_acc']:>10.4f} {r['train_seconds']:>8.1f}"
+            f"{mode:<{width}} {r['source_acc']:>10.4f} {r['target_acc']:>10.4f} {r['domain_acc']:>10.4f} {r['train_seconds']:>8.1f}"
         )
     return "\n".join(lines)
 
@@ -110,7 +111,7 @@ def run_study(
 
 
 def plot_features(
-    experiment: Experiment, method: Method, data: DomainData, mode: str, plots_dir: Path, seed: int, limit: int = 2000
+    experiment: Experiment, method: Method, data: DomainData, mode: str, plots_dir: Path, seed: int, limit: int
 ) -> None:
     """The test features of both domains, embedded in 2-D, coloured by class and marked by domain."""
     points, labels = {}, {}

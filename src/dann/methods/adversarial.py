@@ -17,13 +17,12 @@ class DANN(Method):
     """
 
     name = "dann"
+    #: True: the label loss sees detached features, so only the domain loss shapes the extractor
+    label_head_only: bool = False
 
     def reversal(self, ctx: StepContext) -> float:
         """The gradient factor between the features and the domain classifier."""
         return ctx.lambda_
-
-    def train_label_head_only(self) -> bool:
-        return False
 
     def adversarial_loss(
         self, features: torch.Tensor, labels: torch.Tensor, ctx: StepContext
@@ -35,7 +34,7 @@ class DANN(Method):
     def forward(self, batch: Batch, ctx: StepContext, stage: str = "model") -> StepLoss:
         n_source = len(batch.source_x)
         features = self.model.features(torch.cat([batch.source_x, batch.target_x]))
-        class_features = features.detach() if self.train_label_head_only() else features
+        class_features = features.detach() if self.label_head_only else features
         logits = self.model.classify(class_features[:n_source])
         label_loss = self.label_loss(logits, batch.source_y)
 
@@ -68,9 +67,7 @@ class DomainOnly(DANN):
     """
 
     name = "domain_only"
+    label_head_only = True
 
     def reversal(self, ctx: StepContext) -> float:
         return -1.0  # gradient passes unchanged: features trained to *separate* domains
-
-    def train_label_head_only(self) -> bool:
-        return True

@@ -178,8 +178,7 @@ def train(
                 if evaluate is not None and group.is_main and cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
                     row.update(evaluate(method))
                     method.train()
-                images_per_second = 2 * done * cfg.batch_size / max(state["train_seconds"], 1e-9)
-                bar.set_postfix({"img/s": f"{images_per_second:.0f}", **{k: f"{v:.3f}" for k, v in row.items() if k.endswith("loss")}})
+                bar.set_postfix({"img/s": f"{_images_per_second(done, cfg, state['train_seconds']):.0f}", **{k: f"{v:.3f}" for k, v in row.items() if k.endswith("loss")}})
                 if log is not None and group.is_main:
                     log.write(row)
             if stop.requested:
@@ -190,9 +189,12 @@ def train(
     bar.close()
     checkpoint()
     method.eval()
-    # Throughput counts the source + target images drawn per step, the same for every mode.
-    images = 2 * cfg.steps * cfg.batch_size
-    return TrainResult(cfg.steps, state["train_seconds"], images / max(state["train_seconds"], 1e-9))
+    return TrainResult(cfg.steps, state["train_seconds"], _images_per_second(cfg.steps, cfg, state["train_seconds"]))
+
+
+def _images_per_second(steps: int, cfg: TrainConfig, seconds: float) -> float:
+    """Source + target images drawn per second of training, counted the same way for every mode."""
+    return 2 * steps * cfg.batch_size / max(seconds, 1e-9)
 
 
 def _snapshot(state: dict[str, Any], method: Method, optimizers: dict[str, torch.optim.Optimizer], batches: PairedBatches) -> dict[str, Any]:
