@@ -124,7 +124,7 @@ def init_weights(model: nn.Module, how: str) -> None:
 
 class MnistToMnistM(Experiment):
     name = "mnist-mnistm"
-    description = "MNIST (source) -> MNIST-M (target), the paper's CNN (needs MNIST + BSDS500, ~15 minutes)"
+    description = "MNIST (source) -> MNIST-M (target), the paper's CNN (needs MNIST + BSDS500 in the data dir)"
     config_cls = MnistStudyConfig
     embedding = "tsne"
     embedding_samples = 1000  # 2 x 1000 points: ~15 s of t-SNE per mode
