@@ -48,7 +48,7 @@ def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
 def step_flops(method: Method, data: DomainData, batch_size: int) -> int:
     """Forward + backward FLOPs of one training step (counted by PyTorch, not estimated)."""
     batch = PairedBatches(
-        data.source_train, data.target_train, batch_size, 0, with_target_labels=method.uses_target_labels
+        *data.training_domains(), batch_size, 0, with_target_labels=method.uses_target_labels
     ).next()
     batch.source_x, batch.target_x = data.prepare(batch.source_x), data.prepare(batch.target_x)
     with FlopCounterMode(display=False) as counter:

@@ -76,6 +76,23 @@ def test_prepared_batch_is_mean_centred_float_nchw(monkeypatch):
     torch.testing.assert_close(prepared, (both.float() - mean) / 255)
 
 
+def test_intermediate_domain_blends_each_digit_with_its_mnistm_image(monkeypatch):
+    fake_loaders(monkeypatch)
+    digits, labels = mm.load_mnist("train")
+    coloured, _ = mm.load_mnistm("train")
+    monkeypatch.setattr(mm, "load_mnist", lambda split, data_dir=None: (digits, labels))
+    monkeypatch.setattr(mm, "load_mnistm", lambda split, data_dir=None, seed=0: (coloured, labels))
+    experiment = get_experiment("mnist-mnistm")
+    cfg = resolve_config(experiment, {"data": {"intermediate": 0.25}, "method": {"domain_loss": "ce"}})
+    data = experiment.load_data(cfg, None)
+    (between,) = data.extra_domains
+    assert between.name == "intermediate" and not between.labelled and data.n_domains == 3
+    expected = np.rint(0.75 * digits[..., None].astype(np.float32) + 0.25 * coloured).astype(np.uint8)
+    assert torch.equal(between.train.x, torch.from_numpy(expected).permute(0, 3, 1, 2))
+    model = experiment.build_model(cfg, get_mode("dann"), data)
+    assert model.domain_classifier[-1].out_features == 3
+
+
 def test_protocols_and_partial_overrides():
     experiment = get_experiment("mnist-mnistm")
     paper = resolve_config(experiment, {"protocol": "paper"})

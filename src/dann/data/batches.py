@@ -1,4 +1,4 @@
-"""Paired source/target mini-batches drawn from memory, deterministic and resumable."""
+"""Source/target mini-batches drawn from memory, one chunk per training domain, deterministic and resumable."""
 
 from __future__ import annotations
 
@@ -12,12 +12,25 @@ from dann.data.domains import Split
 
 @dataclass
 class Batch:
-    """One training step's data. ``target_y`` is set only for methods that may read target labels."""
+    """One training step's data. ``target_y`` is set only for methods that may read target labels.
+
+    ``domains`` holds the domain label of every sample, source samples first, as
+    :meth:`DomainData.training_domains` numbers them; ``None`` means two domains (0 source, 1 target).
+    """
 
     source_x: torch.Tensor
     source_y: torch.Tensor
     target_x: torch.Tensor
     target_y: torch.Tensor | None = None
+    domains: torch.Tensor | None = None
+
+    def domain_labels(self) -> torch.Tensor:
+        """The domain label of each sample of ``cat([source_x, target_x])``."""
+        if self.domains is not None:
+            return self.domains
+        n_source, n_target = len(self.source_x), len(self.target_x)
+        device = self.source_x.device
+        return torch.cat([torch.zeros(n_source, dtype=torch.long, device=device), torch.ones(n_target, dtype=torch.long, device=device)])
 
 
 class _EpochSampler:
@@ -42,17 +55,22 @@ class _EpochSampler:
         return torch.cat(parts) if len(parts) > 1 else parts[0]
 
 
-class PairedBatches:
-    """Draws ``batch_size`` source and ``batch_size`` target samples per step.
+def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
+    return parts[0] if len(parts) == 1 else torch.cat(parts)  # no copy in the common one-domain case
 
+
+class PairedBatches:
+    """Draws ``batch_size`` samples per step from every training domain.
+
+    ``sources`` are labelled, ``targets`` unlabelled; a single split stands for a list of one.
     ``rank``/``world_size`` give each process a disjoint shard of the same global batch, so a
     multi-process run sees exactly the samples a single-process run would.
     """
 
     def __init__(
         self,
-        source: Split,
-        target: Split,
+        sources: Split | list[Split],
+        targets: Split | list[Split],
         batch_size: int,
         seed: int,
         with_target_labels: bool = False,
@@ -61,35 +79,43 @@ class PairedBatches:
     ) -> None:
         if batch_size < world_size:
             raise ValueError(f"batch_size {batch_size} is smaller than the number of processes {world_size}")
-        self.source, self.target = source, target
+        self.sources = [sources] if isinstance(sources, Split) else list(sources)
+        self.targets = [targets] if isinstance(targets, Split) else list(targets)
         self.batch_size = batch_size
         self.with_target_labels = with_target_labels
         self.rank, self.world_size = rank, world_size
         self.generator = torch.Generator().manual_seed(seed)
-        self._source = _EpochSampler(len(source), self.generator)
-        self._target = _EpochSampler(len(target), self.generator)
+        self._samplers = [_EpochSampler(len(split), self.generator) for split in (*self.sources, *self.targets)]
+        two_domains = len(self.sources) == len(self.targets) == 1
+        self._domain_ids = None if two_domains else torch.arange(len(self._samplers))
+
+    def _draw(self, splits: list[Split], samplers: list[_EpochSampler]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        shard = slice(self.rank, None, self.world_size)
+        indices = [sampler.take(self.batch_size)[shard] for sampler in samplers]
+        return [s.x[i] for s, i in zip(splits, indices)], [s.y[i] for s, i in zip(splits, indices)]
 
     def next(self) -> Batch:
-        shard = slice(self.rank, None, self.world_size)
-        src = self._source.take(self.batch_size)[shard]
-        tgt = self._target.take(self.batch_size)[shard]
+        n_sources = len(self.sources)
+        source_x, source_y = self._draw(self.sources, self._samplers[:n_sources])
+        target_x, target_y = self._draw(self.targets, self._samplers[n_sources:])
+        domains = None
+        if self._domain_ids is not None:
+            sizes = torch.tensor([len(x) for x in (*source_x, *target_x)])
+            domains = self._domain_ids.repeat_interleave(sizes)
         return Batch(
-            self.source.x[src],
-            self.source.y[src],
-            self.target.x[tgt],
-            self.target.y[tgt] if self.with_target_labels else None,
+            _cat(source_x), _cat(source_y), _cat(target_x), _cat(target_y) if self.with_target_labels else None, domains
         )
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "generator": self.generator.get_state(),
-            "source_order": self._source.order,
-            "source_position": self._source.position,
-            "target_order": self._target.order,
-            "target_position": self._target.position,
+            "orders": [sampler.order for sampler in self._samplers],
+            "positions": torch.tensor([sampler.position for sampler in self._samplers]),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if len(state["orders"]) != len(self._samplers):
+            raise ValueError(f"checkpoint has {len(state['orders'])} training domains, this run {len(self._samplers)}")
         self.generator.set_state(state["generator"])
-        self._source.order, self._source.position = state["source_order"], int(state["source_position"])
-        self._target.order, self._target.position = state["target_order"], int(state["target_position"])
+        for sampler, order, position in zip(self._samplers, state["orders"], state["positions"].tolist()):
+            sampler.order, sampler.position = order, int(position)

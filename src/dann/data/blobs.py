@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from dann.data.domains import DomainData, Split
+from dann.data.domains import DomainData, ExtraDomain, Split
 from dann.errors import ConfigError
 
 
@@ -23,6 +23,8 @@ class BlobsConfig:
     spread: float = 0.25  # standard deviation of each blob
     rotation: float = 30.0  # degrees, source -> target
     shift: list[float] = field(default_factory=lambda: [1.0, -1.0])  # translation, source -> target
+    # > 0: one more unlabelled training domain, this fraction of the way (rotation and shift) to the target
+    intermediate: float = 0.0
 
     def __post_init__(self) -> None:
         if self.n_classes < 2:
@@ -33,6 +35,8 @@ class BlobsConfig:
             raise ConfigError(f"data.spread must be positive, got {self.spread}")
         if len(self.shift) != 2:
             raise ConfigError(f"data.shift must be two numbers [dx, dy], got {self.shift}")
+        if not 0.0 <= self.intermediate < 1.0:
+            raise ConfigError(f"data.intermediate must be in [0, 1) (0: no intermediate domain), got {self.intermediate}")
 
 
 def _blobs(cfg: BlobsConfig, per_class: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -43,11 +47,15 @@ def _blobs(cfg: BlobsConfig, per_class: int, rng: np.random.Generator) -> tuple[
     return points, labels
 
 
-def to_target_domain(points: np.ndarray, cfg: BlobsConfig) -> np.ndarray:
-    """Apply the domain shift: rotate about the origin by ``cfg.rotation`` degrees, then translate."""
-    theta = math.radians(cfg.rotation)
+def to_target_domain(points: np.ndarray, cfg: BlobsConfig, fraction: float = 1.0) -> np.ndarray:
+    """Apply ``fraction`` of the domain shift: rotate about the origin by ``fraction * cfg.rotation`` degrees, then translate."""
+    theta = math.radians(fraction * cfg.rotation)
     rotation = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
-    return points @ rotation.T + np.asarray(cfg.shift)
+    return points @ rotation.T + fraction * np.asarray(cfg.shift)
+
+
+def _split(points: np.ndarray, labels: np.ndarray) -> Split:
+    return Split(torch.tensor(points, dtype=torch.float32), torch.tensor(labels, dtype=torch.long))
 
 
 def make_blobs_domains(cfg: BlobsConfig, seed: int = 0) -> DomainData:
@@ -63,5 +71,9 @@ def make_blobs_domains(cfg: BlobsConfig, seed: int = 0) -> DomainData:
         points, labels = _blobs(cfg, per_class, rng)
         if to_target:
             points = to_target_domain(points, cfg)
-        splits.append(Split(torch.tensor(points, dtype=torch.float32), torch.tensor(labels, dtype=torch.long)))
-    return DomainData(*splits, n_classes=cfg.n_classes)
+        splits.append(_split(points, labels))
+    extra = []
+    if cfg.intermediate:  # drawn last, so the four main splits do not depend on it
+        points, labels = _blobs(cfg, cfg.train_per_class, rng)
+        extra.append(ExtraDomain("intermediate", _split(to_target_domain(points, cfg, cfg.intermediate), labels)))
+    return DomainData(*splits, n_classes=cfg.n_classes, extra_domains=extra)

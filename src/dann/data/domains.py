@@ -1,4 +1,4 @@
-"""In-memory two-domain data: labelled source, unlabelled target, each with train and test splits."""
+"""In-memory domain data: labelled source, unlabelled target (train and test), optionally more training domains."""
 
 from __future__ import annotations
 
@@ -26,6 +26,17 @@ class Split:
 
 
 @dataclass
+class ExtraDomain:
+    """A further *training* domain with its own domain label: a labelled source, or an unlabelled
+    target-side domain (e.g. one between source and target). Its labels ``train.y`` are read only
+    when ``labelled`` (and by the ``target_only`` oracle, which reads every target-side label)."""
+
+    name: str
+    train: Split
+    labelled: bool = False
+
+
+@dataclass
 class DomainData:
     """Everything an experiment trains and evaluates on.
 
@@ -40,8 +51,12 @@ class DomainData:
     target_test: Split
     n_classes: int
     prepare: Callable[[torch.Tensor], torch.Tensor] = field(default=_identity)
+    extra_domains: list[ExtraDomain] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        names = [domain.name for domain in self.extra_domains]
+        if len(set(names)) != len(names) or set(names) & {"source_train", "source_test", "target_train", "target_test"}:
+            raise DataError(f"extra domain names must be unique and differ from the main splits, got {names}")
         shapes = {name: tuple(split.x.shape[1:]) for name, split in self.splits().items()}
         if len(set(shapes.values())) != 1:
             raise DataError(f"all splits must have the same sample shape, got {shapes}")
@@ -54,7 +69,23 @@ class DomainData:
             "source_test": self.source_test,
             "target_train": self.target_train,
             "target_test": self.target_test,
+            **{domain.name: domain.train for domain in self.extra_domains},
         }
+
+    def training_domains(self) -> tuple[list[Split], list[Split]]:
+        """Labelled (source-side) and unlabelled (target-side) training splits, in domain-label order.
+
+        Domain labels count the source side first: 0 is ``source_train``, then the labelled extra
+        domains, then ``target_train``, then the unlabelled extra domains. With no extra domains
+        that is 0 = source, 1 = target.
+        """
+        sources = [self.source_train, *(d.train for d in self.extra_domains if d.labelled)]
+        targets = [self.target_train, *(d.train for d in self.extra_domains if not d.labelled)]
+        return sources, targets
+
+    @property
+    def n_domains(self) -> int:
+        return 2 + len(self.extra_domains)
 
 
 def check_split(split: Split, n_classes: int, name: str) -> None:

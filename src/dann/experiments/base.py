@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from dann.data.domains import DomainData
+from dann.errors import ConfigError
 from dann.methods import Mode, MethodOptions
 from dann.models.network import DomainAdversarialNet
 from dann.train.loop import TrainConfig
@@ -51,5 +52,13 @@ class Experiment(ABC):
     def plot_data(self, data: DomainData, plots_dir: Path) -> None:
         """A picture of the inputs of both domains."""
 
-    def n_domain_outputs(self, cfg: StudyConfig) -> int:
-        return 1 if cfg.method.domain_loss == "bce" else 2
+    def n_domain_outputs(self, cfg: StudyConfig, data: DomainData) -> int:
+        """One logit for BCE on two domains, else one output per domain."""
+        if cfg.method.domain_loss == "ce":
+            return data.n_domains
+        if data.n_domains > 2:
+            raise ConfigError(
+                f"method.domain_loss=bce needs exactly two domains, this data has {data.n_domains}; "
+                "set method.domain_loss=ce (one output per domain)"
+            )
+        return 1

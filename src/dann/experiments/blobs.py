@@ -47,12 +47,14 @@ class Blobs(Experiment):
 
     def build_model(self, cfg: BlobsStudyConfig, mode: Mode, data: DomainData) -> DomainAdversarialNet:
         domain_hidden = cfg.model.deep_domain_hidden if mode.deep_domain_classifier else cfg.model.domain_hidden
-        return mlp_network(2, data.n_classes, cfg.model.hidden, domain_hidden, self.n_domain_outputs(cfg))
+        return mlp_network(2, data.n_classes, cfg.model.hidden, domain_hidden, self.n_domain_outputs(cfg, data))
 
     def plot_data(self, data: DomainData, plots_dir: Path) -> None:
+        splits = {"source": data.source_train, "target": data.target_train}
+        splits.update((domain.name, domain.train) for domain in data.extra_domains)
         scatter_domains(
-            {"source": data.source_train.x.numpy(), "target": data.target_train.x.numpy()},
-            {"source": data.source_train.y.numpy(), "target": data.target_train.y.numpy()},
+            {name: split.x.numpy() for name, split in splits.items()},
+            {name: split.y.numpy() for name, split in splits.items()},
             plots_dir / "data.png",
-            "Blobs: source (labelled) and target (unlabelled) training data",
+            "Blobs: source (labelled) and unlabelled training data",
         )

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dann.data.domains import DomainData, Split
+from dann.data.domains import DomainData, ExtraDomain, Split
 from dann.data.mnist import load_mnist
 from dann.data.mnistm import load_mnistm
 from dann.errors import ConfigError
@@ -29,10 +29,14 @@ class MnistDataConfig:
     train_limit: int = 0  # training images per domain, a seeded random subset (0: all 60,000)
     test_limit: int = 0  # test images per domain (0: all 10,000)
     mnistm_seed: int = 0
+    # > 0: one more unlabelled training domain, MNIST and MNIST-M blended with this weight on MNIST-M
+    intermediate: float = 0.0
 
     def __post_init__(self) -> None:
         if self.train_limit < 0 or self.test_limit < 0:
             raise ConfigError("data.train_limit and data.test_limit must be >= 0 (0: all images)")
+        if not 0.0 <= self.intermediate < 1.0:
+            raise ConfigError(f"data.intermediate must be in [0, 1) (0: no intermediate domain), got {self.intermediate}")
 
 
 @dataclass
@@ -109,6 +113,17 @@ def _split(images: np.ndarray, labels: np.ndarray, limit: int, rng: np.random.Ge
     return Split(x, torch.from_numpy(labels))
 
 
+def blended_mnistm(data_dir: str | None, mnistm_seed: int, weight: float) -> tuple[np.ndarray, np.ndarray]:
+    """Training images between the domains: ``(1 - weight) * MNIST + weight * MNIST-M``, uint8 NHWC, and labels.
+
+    Each MNIST-M image is blended with the MNIST digit it was made from.
+    """
+    digits, labels = load_mnist("train", data_dir)
+    coloured, _ = load_mnistm("train", data_dir, seed=mnistm_seed)
+    mixed = (1 - weight) * digits[..., None].astype(np.float32) + weight * coloured.astype(np.float32)
+    return np.rint(mixed).astype(np.uint8), labels
+
+
 def init_weights(model: nn.Module, how: str) -> None:
     """Re-initialise conv and linear weights (biases to zero) unless ``how`` keeps PyTorch's defaults."""
     if how == "torch":
@@ -136,21 +151,24 @@ class MnistToMnistM(Experiment):
         for split, limit in (("train", cfg.data.train_limit), ("test", cfg.data.test_limit)):
             splits[f"source_{split}"] = _split(*load_mnist(split, data_dir), limit, rng)
             splits[f"target_{split}"] = _split(*load_mnistm(split, data_dir, seed=cfg.data.mnistm_seed), limit, rng)
+        extra = []
+        if cfg.data.intermediate:  # drawn last, so the four main splits do not depend on it
+            blend = blended_mnistm(data_dir, cfg.data.mnistm_seed, cfg.data.intermediate)
+            extra.append(ExtraDomain("intermediate", _split(*blend, cfg.data.train_limit, rng)))
         mean = channel_mean(splits["source_train"].x, splits["target_train"].x)
-        return DomainData(**splits, n_classes=10, prepare=ChannelMean(mean, cfg.model.channels_last))
+        return DomainData(**splits, n_classes=10, prepare=ChannelMean(mean, cfg.model.channels_last), extra_domains=extra)
 
     def build_model(self, cfg: MnistStudyConfig, mode: Mode, data: DomainData) -> DomainAdversarialNet:
         domain_hidden = cfg.model.deep_domain_hidden if mode.deep_domain_classifier else cfg.model.domain_hidden
-        model = mnist_network(domain_hidden, self.n_domain_outputs(cfg), batch_norm=cfg.model.batch_norm)
+        model = mnist_network(domain_hidden, self.n_domain_outputs(cfg, data), batch_norm=cfg.model.batch_norm)
         init_weights(model, cfg.model.init)
         return model.to(memory_format=torch.channels_last) if cfg.model.channels_last else model
 
     def plot_data(self, data: DomainData, plots_dir: Path) -> None:
         n = 12
-        image_grid(
-            [
-                ("MNIST (source)", data.source_train.x[:n, 0].numpy()),
-                ("MNIST-M (target)", data.target_train.x[:n].permute(0, 2, 3, 1).numpy()),
-            ],
-            plots_dir / "samples.png",
-        )
+        rows = [
+            ("MNIST (source)", data.source_train.x[:n, 0].numpy()),
+            ("MNIST-M (target)", data.target_train.x[:n].permute(0, 2, 3, 1).numpy()),
+        ]
+        rows += [(f"{d.name} (unlabelled)", d.train.x[:n].permute(0, 2, 3, 1).numpy()) for d in data.extra_domains]
+        image_grid(rows, plots_dir / "samples.png")

@@ -61,11 +61,12 @@ class ADDA(Method):
             with torch.no_grad():
                 source_features = self.model.features(batch.source_x)
                 target_features = self.target_encoder(batch.target_x)
-            out = discriminator_step(self.model.domain_classifier, source_features, target_features)
+            features = torch.cat([source_features, target_features])
+            out = discriminator_step(self.model.domain_classifier, features, batch.domain_labels())
             return StepLoss(out.loss, {"phase": torch.tensor(2.0), **out.metrics})
 
         target_features = self.target_encoder(batch.target_x)
-        target_labels = torch.ones(len(target_features), dtype=torch.long, device=target_features.device)
+        target_labels = batch.domain_labels()[len(batch.source_x) :]
         domain_logits = self.model.domain_classifier(target_features)
         adversarial = generator_loss(domain_logits, target_labels, self.options.generator_loss)
         out = StepLoss(self.options.transfer_weight * adversarial, {"generator_loss": adversarial.detach()})

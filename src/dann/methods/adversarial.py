@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from dann.data.batches import Batch
-from dann.methods.base import Method, StepContext, StepLoss, accuracy, domain_accuracy, domain_labels, domain_loss
+from dann.methods.base import Method, StepContext, StepLoss, accuracy, domain_accuracy, domain_loss
 
 
 class DANN(Method):
@@ -38,7 +38,7 @@ class DANN(Method):
         logits = self.model.classify(class_features[:n_source])
         label_loss = self.label_loss(logits, batch.source_y)
 
-        labels = domain_labels(n_source, len(batch.target_x), features.device)
+        labels = batch.domain_labels()
         adversarial, domain_logits = self.adversarial_loss(features, labels, ctx)
 
         loss = label_loss + self.options.transfer_weight * adversarial

@@ -9,13 +9,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from dann.data.batches import Batch
+from dann.errors import ConfigError
 from dann.methods.base import (
     Method,
     StepContext,
     StepLoss,
     accuracy,
     domain_accuracy,
-    domain_labels,
     domain_loss,
 )
 
@@ -40,19 +40,17 @@ def generator_loss(
     vanishing when the discriminator wins. All three share the fixed point ``p = 1/D``.
     """
     if kind == "flip":
+        if domain_logits.shape[1] > 2:
+            raise ConfigError("method.generator_loss=flip needs two domains (no 'other' label); use uniform or minimax")
         return domain_loss(domain_logits, 1 - labels)
     if kind == "uniform":
         return -domain_log_probs(domain_logits).mean(1).mean()
     return -domain_loss(domain_logits, labels)
 
 
-def discriminator_step(
-    discriminator: nn.Module, source_features: torch.Tensor, target_features: torch.Tensor
-) -> StepLoss:
-    """The discriminator's loss: the domain loss to the true domain labels on *detached* features."""
-    features = torch.cat([source_features, target_features]).detach()
-    labels = domain_labels(len(source_features), len(target_features), features.device)
-    logits = discriminator(features)
+def discriminator_step(discriminator: nn.Module, features: torch.Tensor, labels: torch.Tensor) -> StepLoss:
+    """The discriminator's loss: the domain loss to the true domain ``labels`` on *detached* features."""
+    logits = discriminator(features.detach())
     loss = domain_loss(logits, labels)
     metrics = {"discriminator_loss": loss.detach(), "discriminator_acc": domain_accuracy(logits.detach(), labels)}
     return StepLoss(loss, metrics)
@@ -81,13 +79,14 @@ class AlternatingDANN(Method):
         if stage == "discriminator":
             with torch.no_grad():
                 features = self.model.features(x)
-            return discriminator_step(self.model.domain_classifier, features[:n_source], features[n_source:])
+            return discriminator_step(self.model.domain_classifier, features, batch.domain_labels())
 
         features = self.model.features(x)
         logits = self.model.classify(features[:n_source])
         label_loss = self.label_loss(logits, batch.source_y)
-        labels = domain_labels(n_source, len(batch.target_x), features.device)
-        adversarial = generator_loss(self.model.domain_classifier(features), labels, self.options.generator_loss)
+        adversarial = generator_loss(
+            self.model.domain_classifier(features), batch.domain_labels(), self.options.generator_loss
+        )
         out = StepLoss(
             label_loss + self.options.transfer_weight * ctx.lambda_ * adversarial,
             {

@@ -116,11 +116,6 @@ class Method(nn.Module):
         )
 
 
-def domain_labels(n_source: int, n_target: int, device: torch.device | None = None) -> torch.Tensor:
-    """0 for source samples, 1 for target samples, in the order they are concatenated."""
-    return torch.cat([torch.zeros(n_source, dtype=torch.long, device=device), torch.ones(n_target, dtype=torch.long, device=device)])
-
-
 def domain_loss(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
     """BCE on one logit (``(N, 1)``) or cross-entropy over one output per domain (``(N, D)``).
 

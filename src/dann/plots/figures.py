@@ -11,20 +11,20 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-DOMAIN_MARKERS = {"source": "o", "target": "x"}
+DOMAIN_MARKERS = {"source": "o", "target": "x"}  # any further domain: "+"
 
 
 def scatter_domains(
     points: dict[str, np.ndarray], labels: dict[str, np.ndarray], path: str | Path, title: str
 ) -> None:
-    """2-D points of each domain (``points["source"]``, ``points["target"]``), coloured by class, marked by domain."""
+    """2-D points of each domain (``points["source"]``, ``points["target"]``, ...), coloured by class, marked by domain."""
     fig, ax = plt.subplots(figsize=(5.5, 5))
     n_classes = int(max(labels[d].max() for d in labels)) + 1
     cmap = plt.get_cmap("tab10", max(n_classes, 2))
     for domain, xy in points.items():
         ax.scatter(
             xy[:, 0], xy[:, 1], c=labels[domain], cmap=cmap, vmin=-0.5, vmax=n_classes - 0.5,
-            marker=DOMAIN_MARKERS[domain], s=12, alpha=0.6, linewidths=0.8, label=domain,
+            marker=DOMAIN_MARKERS.get(domain, "+"), s=12, alpha=0.6, linewidths=0.8, label=domain,
         )
     legend = ax.legend(loc="best", title="domain (colour = class)")
     for handle in legend.legend_handles:

@@ -120,7 +120,7 @@ def train(
     reuse_freed_memory()  # no page faults on the per-step activation buffers
     group = distributed.current()
     batches = PairedBatches(
-        data.source_train, data.target_train, cfg.batch_size, seed,
+        *data.training_domains(), cfg.batch_size, seed,
         with_target_labels=method.uses_target_labels, rank=group.rank, world_size=group.world_size,
     )
     optimizers = {stage: make_optimizer(params, cfg) for stage, params in method.parameter_groups().items()}
