@@ -30,13 +30,7 @@ from dann.train.metrics_log import MetricsLog, read_metrics
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny MLPs: one thread is fastest, and the Blobs numbers below were measured with it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def _batch(n: int = 16) -> Batch:

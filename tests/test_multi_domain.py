@@ -16,13 +16,7 @@ from dann.methods import MethodOptions, StepContext, get_mode
 from dann.train.loop import train
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny MLPs: one thread is fastest."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def _marked(value: float, n: int, label: int = 0) -> Split:
