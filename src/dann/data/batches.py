@@ -15,7 +15,8 @@ class Batch:
     """One training step's data. ``target_y`` is set only for methods that may read target labels.
 
     ``domains`` holds the domain label of every sample, source samples first, as
-    :meth:`DomainData.training_domains` numbers them; ``None`` means two domains (0 source, 1 target).
+    :meth:`DomainData.training_domains` numbers them; a batch built by hand may leave it ``None``
+    for two domains (0 source, 1 target).
     """
 
     source_x: torch.Tensor
@@ -86,8 +87,9 @@ class PairedBatches:
         self.rank, self.world_size = rank, world_size
         self.generator = torch.Generator().manual_seed(seed)
         self._samplers = [_EpochSampler(len(split), self.generator) for split in (*self.sources, *self.targets)]
-        two_domains = len(self.sources) == len(self.targets) == 1
-        self._domain_ids = None if two_domains else torch.arange(len(self._samplers))
+        # Every step has the same layout (one shard of batch_size per domain), so the labels are fixed.
+        shard_size = len(range(rank, batch_size, world_size))
+        self._domains = torch.arange(len(self._samplers)).repeat_interleave(shard_size)
 
     def _draw(self, splits: list[Split], samplers: list[_EpochSampler]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         shard = slice(self.rank, None, self.world_size)
@@ -98,12 +100,8 @@ class PairedBatches:
         n_sources = len(self.sources)
         source_x, source_y = self._draw(self.sources, self._samplers[:n_sources])
         target_x, target_y = self._draw(self.targets, self._samplers[n_sources:])
-        domains = None
-        if self._domain_ids is not None:
-            sizes = torch.tensor([len(x) for x in (*source_x, *target_x)])
-            domains = self._domain_ids.repeat_interleave(sizes)
         return Batch(
-            _cat(source_x), _cat(source_y), _cat(target_x), _cat(target_y) if self.with_target_labels else None, domains
+            _cat(source_x), _cat(source_y), _cat(target_x), _cat(target_y) if self.with_target_labels else None, self._domains
         )
 
     def state_dict(self) -> dict[str, Any]:

@@ -113,15 +113,13 @@ def _split(images: np.ndarray, labels: np.ndarray, limit: int, rng: np.random.Ge
     return Split(x, torch.from_numpy(labels))
 
 
-def blended_mnistm(data_dir: str | None, mnistm_seed: int, weight: float) -> tuple[np.ndarray, np.ndarray]:
-    """Training images between the domains: ``(1 - weight) * MNIST + weight * MNIST-M``, uint8 NHWC, and labels.
+def blend(digits: np.ndarray, coloured: np.ndarray, weight: float) -> np.ndarray:
+    """Images between the domains: ``(1 - weight) * MNIST + weight * MNIST-M``, uint8 NHWC.
 
-    Each MNIST-M image is blended with the MNIST digit it was made from.
+    Image ``i`` of MNIST-M was made from digit ``i``, so each digit is blended with its own image.
     """
-    digits, labels = load_mnist("train", data_dir)
-    coloured, _ = load_mnistm("train", data_dir, seed=mnistm_seed)
     mixed = (1 - weight) * digits[..., None].astype(np.float32) + weight * coloured.astype(np.float32)
-    return np.rint(mixed).astype(np.uint8), labels
+    return np.rint(mixed).astype(np.uint8)
 
 
 def init_weights(model: nn.Module, how: str) -> None:
@@ -147,14 +145,17 @@ class MnistToMnistM(Experiment):
 
     def load_data(self, cfg: MnistStudyConfig, data_dir: str | None) -> DomainData:
         rng = np.random.default_rng(cfg.seed)
-        splits = {}
+        splits, raw = {}, {}
         for split, limit in (("train", cfg.data.train_limit), ("test", cfg.data.test_limit)):
-            splits[f"source_{split}"] = _split(*load_mnist(split, data_dir), limit, rng)
-            splits[f"target_{split}"] = _split(*load_mnistm(split, data_dir, seed=cfg.data.mnistm_seed), limit, rng)
+            raw[f"source_{split}"] = load_mnist(split, data_dir)
+            raw[f"target_{split}"] = load_mnistm(split, data_dir, seed=cfg.data.mnistm_seed)
+            splits[f"source_{split}"] = _split(*raw[f"source_{split}"], limit, rng)
+            splits[f"target_{split}"] = _split(*raw[f"target_{split}"], limit, rng)
         extra = []
         if cfg.data.intermediate:  # drawn last, so the four main splits do not depend on it
-            blend = blended_mnistm(data_dir, cfg.data.mnistm_seed, cfg.data.intermediate)
-            extra.append(ExtraDomain("intermediate", _split(*blend, cfg.data.train_limit, rng)))
+            (digits, labels), (coloured, _) = raw["source_train"], raw["target_train"]
+            between = blend(digits, coloured, cfg.data.intermediate)
+            extra.append(ExtraDomain("intermediate", _split(between, labels, cfg.data.train_limit, rng)))
         mean = channel_mean(splits["source_train"].x, splits["target_train"].x)
         return DomainData(**splits, n_classes=10, prepare=ChannelMean(mean, cfg.model.channels_last), extra_domains=extra)
 
