@@ -50,3 +50,17 @@ def test_bad_keys_and_types_are_named(overrides, message):
 def test_override_without_equals_sign():
     with pytest.raises(ConfigError, match="key=value"):
         parse_overrides(["train.steps"])
+
+
+def test_momentum_is_sgd_momentum_or_adam_beta1():
+    from torch import nn
+
+    from dann.train.loop import TrainConfig, make_optimizer
+
+    params = list(nn.Linear(2, 2).parameters())
+    adam = make_optimizer(params, TrainConfig(optimizer="adam", momentum=0.5))
+    assert adam.param_groups[0]["betas"] == (0.5, 0.999)
+    sgd = make_optimizer(params, TrainConfig(optimizer="sgd", momentum=0.5))
+    assert sgd.param_groups[0]["momentum"] == 0.5
+    with pytest.raises(ConfigError, match=r"train\.momentum must be in \[0, 1\), got 1.0"):
+        TrainConfig(momentum=1.0)

@@ -58,7 +58,7 @@ def fake_loaders(monkeypatch) -> None:
 def test_prepared_batch_is_mean_centred_float_nchw(monkeypatch):
     fake_loaders(monkeypatch)
     experiment = get_experiment("mnist-mnistm")
-    cfg = resolve_config(experiment, {"data": {"train_limit": 30}})
+    cfg = resolve_config(experiment, {"data": {"train_limit": 30, "normalise": "channel_mean"}})
     data = experiment.load_data(cfg, None)
     # Stored compact: uint8 NCHW; grey MNIST replicated to 3 channels, 30 of 40 images kept.
     assert data.source_train.x.dtype == data.target_train.x.dtype == torch.uint8
@@ -74,6 +74,22 @@ def test_prepared_batch_is_mean_centred_float_nchw(monkeypatch):
     torch.testing.assert_close(prepared.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5, rtol=0)
     mean = both.double().mean(dim=(0, 2, 3)).float().reshape(1, 3, 1, 1)
     torch.testing.assert_close(prepared, (both.float() - mean) / 255)
+
+
+def test_per_image_normalisation_standardises_each_image(monkeypatch):
+    fake_loaders(monkeypatch)
+    experiment = get_experiment("mnist-mnistm")
+    data = experiment.load_data(resolve_config(experiment, {"data": {"normalise": "per_image"}}), None)
+    images = torch.cat([data.source_train.x[:5], data.target_train.x[:5], torch.zeros(1, 3, 28, 28, dtype=torch.uint8)])
+    prepared = data.prepare(images)
+    assert prepared.is_contiguous(memory_format=torch.channels_last)
+    assert torch.isfinite(prepared).all()  # a blank image does not divide by zero
+    torch.testing.assert_close(prepared.mean(dim=(1, 2, 3)), torch.zeros(11), atol=1e-5, rtol=0)
+    std = images[:10].float().std(dim=(1, 2, 3))
+    torch.testing.assert_close(prepared[:10].std(dim=(1, 2, 3)), std / (std + 1))
+    # Brightness and contrast are gone: an image and its affine rescaling prepare alike.
+    rescaled = (images[:10].float() * 0.5 + 60).round().to(torch.uint8)
+    torch.testing.assert_close(data.prepare(rescaled), prepared[:10], atol=0.06, rtol=0)
 
 
 def test_intermediate_domain_blends_each_digit_with_its_mnistm_image(monkeypatch):
@@ -98,6 +114,7 @@ def test_protocols_and_partial_overrides():
     paper = resolve_config(experiment, {"protocol": "paper"})
     assert (paper.train.optimizer, paper.train.lr, paper.train.momentum, paper.train.batch_size) == ("sgd", 0.01, 0.9, 128)
     assert (paper.train.lr_schedule, paper.train.lambda_schedule, paper.model.domain_hidden) == ("paper", "paper", [100])
+    assert paper.data.normalise == "channel_mean"
     # A partial section keeps the experiment's other defaults (progress bar on, its batch size).
     quick = resolve_config(experiment, {"train": {"steps": 7}})
     default = resolve_config(experiment, {})

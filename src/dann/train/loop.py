@@ -34,7 +34,7 @@ class TrainConfig:
     batch_size: int = 64
     optimizer: Literal["sgd", "adam"] = "sgd"
     lr: float = 0.01
-    momentum: float = 0.9
+    momentum: float = 0.9  # SGD's momentum, or Adam's beta1 (its momentum; GAN-style games often use 0.5)
     weight_decay: float = 0.0
     lr_schedule: Literal["paper", "constant"] = "paper"
     lambda_schedule: Literal["paper", "constant"] = "paper"
@@ -54,6 +54,8 @@ class TrainConfig:
                 raise ConfigError(f"train.{name} must be 0 or more, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be positive, got {self.lr}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ConfigError(f"train.momentum must be in [0, 1), got {self.momentum}")
 
 
 class NonFiniteLossError(DannError):
@@ -74,7 +76,7 @@ class TrainResult:
 def make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.momentum, 0.999), weight_decay=cfg.weight_decay)
 
 
 class _StopFlag:
