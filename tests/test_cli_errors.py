@@ -55,3 +55,16 @@ def test_list_and_help_explain_what_exists():
     assert listing.returncode == 0 and "blobs" in listing.stdout and "domain_only" in listing.stdout
     helptext = subprocess.run([sys.executable, "-m", "dann", "run", "--help"], capture_output=True, text=True)
     assert helptext.returncode == 0 and "--set" in helptext.stdout and "--resume" in helptext.stdout
+
+
+def test_closed_output_pipe_ends_quietly(tmp_path, monkeypatch):
+    """`dann run --list | head`: the reader leaving is not an error worth a traceback."""
+    import dann.cli
+
+    def reader_left(args):
+        raise BrokenPipeError
+
+    monkeypatch.setattr(dann.cli, "_run", reader_left)
+    with open(tmp_path / "stdout", "w") as stdout:
+        monkeypatch.setattr(sys, "stdout", stdout)
+        assert main(["run", "--list"]) == 141

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import time
@@ -150,6 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # outside training (data loading, plotting): nothing to save
         print("dann: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `dann run --list | head`: the reader left, nothing to report
+        # Point stdout at devnull so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":
