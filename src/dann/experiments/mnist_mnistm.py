@@ -103,7 +103,7 @@ class ChannelMean:
 
 
 class PerImage:
-    """uint8 NCHW batch -> float32, each image shifted and scaled to mean 0 and std 1.
+    """uint8 NCHW batch -> float32, each image shifted and scaled to mean 0 and std (about) 1.
 
     Removes each image's brightness and contrast before the network sees it: an MNIST-M digit
     is the inverted photo crop, so its overall level says more about the photo than the digit.
@@ -115,6 +115,7 @@ class PerImage:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         x = x.float()
         std, mean = torch.std_mean(x, dim=(1, 2, 3), keepdim=True)
+        # +1 grey level (std is ~60-100 for real images) keeps a blank image finite
         return ((x - mean) / (std + 1.0)).contiguous(memory_format=self.memory_format)
 
 
