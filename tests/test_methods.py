@@ -54,7 +54,7 @@ def _parts(method) -> dict[str, nn.Module]:
         "label": method.model.label_predictor,
         "domain": method.model.domain_classifier,
     }
-    for name in ("target_encoder", "discriminator"):
+    for name in ("target_encoder", "discriminator", "teacher"):
         if hasattr(method, name):
             parts[name] = getattr(method, name)
     return parts
@@ -92,6 +92,7 @@ EARLY, LATE = StepContext(0, 0.1, 0.5), StepContext(90, 0.9, 0.5)
         ("cdan", LATE, "model", {"extractor", "label", "discriminator"}),
         ("cdan_e", LATE, "model", {"extractor", "label", "discriminator"}),
         ("vada", LATE, "model", {"extractor", "label", "domain"}),
+        ("dann_teacher", LATE, "model", {"extractor", "label", "domain"}),  # the teacher: never by gradient
     ],
 )
 def test_each_stage_moves_its_parameters_and_only_those(mode, ctx, stage, moves):
@@ -142,11 +143,12 @@ def test_adda_phase_two_leaves_source_encoder_and_classifier_alone(tmp_path):
     assert "label_loss" in rows[0] and {"discriminator_loss", "generator_loss"} <= set(rows[1])
 
 
-@pytest.mark.parametrize("mode", ["adda", "vada"])
+@pytest.mark.parametrize("mode", ["adda", "vada", "dann_teacher"])
 def test_resumed_run_ends_with_the_uninterrupted_weights(tmp_path, mode):
     """Interrupted in ADDA's phase 2 (step 14, last checkpoint 12), resumed: same weights as one run.
 
-    ADDA's phase flag and target encoder, and VADA's random directions, come back with the checkpoint.
+    ADDA's phase flag and target encoder, VADA's random directions and the mean teacher come back
+    with the checkpoint.
     """
     data = get_experiment("blobs").load_data(resolve_config(get_experiment("blobs"), {}), None)
     cfg = TrainConfig(steps=20, batch_size=16, log_every=1, eval_every=1, checkpoint_every=12)
@@ -305,10 +307,36 @@ def test_label_smoothing_changes_the_label_loss(mode):
     assert not torch.allclose(smooth.metrics["label_loss"], plain.metrics["label_loss"])
 
 
+def test_teacher_follows_the_student_as_a_moving_average():
+    method = _method("dann_teacher", teacher_decay=0.9)
+    with torch.no_grad():
+        for p in method.model.parameters():
+            p.add_(1.0)
+    before = copy.deepcopy(method.teacher.state_dict())
+    method(_batch(), LATE)
+    for (key, student), teacher in zip(method.model.state_dict().items(), method.teacher.state_dict().values()):
+        assert torch.allclose(teacher, 0.9 * before[key] + 0.1 * student, atol=1e-6), key
+
+
+def test_pseudo_labels_are_the_confident_teacher_predictions():
+    batch = _batch()
+    everyone = _method("dann_teacher", pseudo_label_threshold=0.0)(batch, LATE)
+    method = _method("dann_teacher", pseudo_label_threshold=0.0)
+    teacher_labels = method.teacher(batch.target_x).argmax(1)
+    expected = F.cross_entropy(method.model(batch.target_x), teacher_labels)  # teacher == student at the start
+    assert everyone.metrics["confident_fraction"] == 1.0
+    assert torch.allclose(everyone.metrics["pseudo_label_loss"], expected, atol=1e-6)
+    plain = _method("dann")(batch, LATE)
+    assert torch.allclose(everyone.loss, plain.loss + LATE.lambda_ * expected, atol=1e-6)
+    nobody = _method("dann_teacher", pseudo_label_threshold=0.999)(batch, LATE)  # an untrained net is never that sure
+    assert nobody.metrics["confident_fraction"] == 0.0 and torch.allclose(nobody.loss, plain.loss)
+
+
 def test_invalid_options_are_config_errors():
     from dann.errors import ConfigError
 
-    for bad in ({"adda_pretrain_fraction": 1.0}, {"entropy_weight": -1.0}, {"cdan_random_dim": 0}, {"label_smoothing": 1}):
+    for bad in ({"adda_pretrain_fraction": 1.0}, {"entropy_weight": -1.0}, {"cdan_random_dim": 0}, {"label_smoothing": 1},
+                {"teacher_decay": 1.0}, {"pseudo_label_threshold": -0.1}, {"pseudo_label_weight": -1.0}):
         with pytest.raises(ConfigError):
             MethodOptions(**bad)
 
@@ -338,7 +366,7 @@ def test_alternating_dann_lands_in_danns_band(blobs):
     assert abs(blobs("dann_alternating")["target_acc"] - blobs("dann")["target_acc"]) <= 0.05
 
 
-@pytest.mark.parametrize("mode", ["adda", "cdan", "cdan_e", "vada"])
+@pytest.mark.parametrize("mode", ["adda", "cdan", "cdan_e", "vada", "dann_teacher"])
 def test_method_beats_source_only_on_blobs(blobs, mode):
     result = blobs(mode)
     assert result["source_acc"] >= 0.95

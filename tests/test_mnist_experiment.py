@@ -92,6 +92,20 @@ def test_per_image_normalisation_standardises_each_image(monkeypatch):
     torch.testing.assert_close(data.prepare(rescaled), prepared[:10], atol=0.06, rtol=0)
 
 
+def test_training_batches_are_inverted_at_random_and_evaluation_batches_never(monkeypatch):
+    fake_loaders(monkeypatch)
+    experiment = get_experiment("mnist-mnistm")
+    data = experiment.load_data(resolve_config(experiment, {}), None)
+    prepared = data.prepare(data.target_train.x)
+    torch.manual_seed(0)
+    augmented = data.augment(prepared)
+    negated = (augmented == -prepared).flatten(1).all(1)
+    assert 0 < int(negated.sum()) < len(prepared)
+    assert torch.equal(augmented[~negated], prepared[~negated])
+    plain = experiment.load_data(resolve_config(experiment, {"data": {"augment": "none"}}), None)
+    assert torch.equal(plain.augment(prepared), prepared)
+
+
 def test_intermediate_domain_blends_each_digit_with_its_mnistm_image(monkeypatch):
     fake_loaders(monkeypatch)
     digits, labels = mm.load_mnist("train")
@@ -114,7 +128,7 @@ def test_protocols_and_partial_overrides():
     paper = resolve_config(experiment, {"protocol": "paper"})
     assert (paper.train.optimizer, paper.train.lr, paper.train.momentum, paper.train.batch_size) == ("sgd", 0.01, 0.9, 128)
     assert (paper.train.lr_schedule, paper.train.lambda_schedule, paper.model.domain_hidden) == ("paper", "paper", [100])
-    assert paper.data.normalise == "channel_mean"
+    assert (paper.data.normalise, paper.data.augment, paper.train.ema_decay) == ("channel_mean", "none", 0.0)
     # A partial section keeps the experiment's other defaults (progress bar on, its batch size).
     quick = resolve_config(experiment, {"train": {"steps": 7}})
     default = resolve_config(experiment, {})

@@ -285,3 +285,13 @@ def test_missing_target_warns_and_trains_without_adaptation():
 )
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
+
+
+def test_ema_decay_predicts_with_averaged_weights():
+    X, y, Xt = small_problem()
+    plain = DANNClassifier(**FAST).fit(X, y, X_target=Xt)
+    averaged = DANNClassifier(ema_decay=0.9, **FAST).fit(X, y, X_target=Xt)
+    assert averaged.predict_proba(Xt).shape == (len(Xt), 3)
+    assert not np.allclose(averaged.predict_proba(Xt), plain.predict_proba(Xt))
+    with pytest.raises(Exception, match=r"ema_decay must be in \[0, 1\)"):
+        DANNClassifier(ema_decay=1.0, **FAST).fit(X, y, X_target=Xt)

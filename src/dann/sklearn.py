@@ -78,9 +78,10 @@ class DANNClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Transform
         The domain classifier of mode "dann_deep".
     steps : int, default=1000
         Training steps; each draws ``batch_size`` source and ``batch_size`` target samples.
-    batch_size, optimizer, lr, momentum, weight_decay, lr_schedule, lambda_schedule, lambda_max, gamma
+    batch_size, optimizer, lr, momentum, weight_decay, lr_schedule, lambda_schedule, lambda_max, gamma, ema_decay
         As in :class:`dann.train.loop.TrainConfig` ("paper" schedules anneal the learning rate
-        and ramp the adversarial weight from 0 to ``lambda_max``).
+        and ramp the adversarial weight from 0 to ``lambda_max``; ``ema_decay > 0`` predicts
+        with a moving average of the weights).
     domain_loss, label_smoothing, transfer_weight
         As in :class:`dann.methods.MethodOptions`.
     method_options : dict or None, default=None
@@ -135,6 +136,7 @@ class DANNClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Transform
         lambda_schedule: str = "paper",
         lambda_max: float = 1.0,
         gamma: float = 10.0,
+        ema_decay: float = 0.0,
         domain_loss: str = "bce",
         label_smoothing: float = 0.0,
         transfer_weight: float = 1.0,
@@ -159,6 +161,7 @@ class DANNClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Transform
         self.lambda_schedule = lambda_schedule
         self.lambda_max = lambda_max
         self.gamma = gamma
+        self.ema_decay = ema_decay
         self.domain_loss = domain_loss
         self.label_smoothing = label_smoothing
         self.transfer_weight = transfer_weight
@@ -276,7 +279,7 @@ class DANNClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Transform
 
     def _train_config(self) -> TrainConfig:
         names = ("steps", "batch_size", "optimizer", "lr", "momentum", "weight_decay")
-        names += ("lr_schedule", "lambda_schedule", "lambda_max", "gamma")
+        names += ("lr_schedule", "lambda_schedule", "lambda_max", "gamma", "ema_decay")
         return from_dict(TrainConfig, {**{name: getattr(self, name) for name in names}, "progress_bar": self.verbose})
 
     def _check_target(self, X_target: Any, sample_shape: tuple[int, ...]) -> np.ndarray:

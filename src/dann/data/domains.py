@@ -10,7 +10,8 @@ import torch
 from dann.errors import DataError
 
 
-def _identity(x: torch.Tensor) -> torch.Tensor:
+def identity(x: torch.Tensor) -> torch.Tensor:
+    """The default ``prepare`` and ``augment``: the batch as stored."""
     return x
 
 
@@ -41,7 +42,8 @@ class DomainData:
     """Everything an experiment trains and evaluates on.
 
     ``prepare`` turns a stored batch into model input (e.g. uint8 -> normalised float); it runs
-    per batch so the full data set stays compact in memory. Target labels are kept for
+    per batch so the full data set stays compact in memory. ``augment`` randomly transforms a
+    prepared *training* batch (every training domain alike); evaluation never sees it. Target labels are kept for
     evaluation (and the ``target_only`` upper bound) but the adaptation methods never read them.
     """
 
@@ -50,7 +52,8 @@ class DomainData:
     target_train: Split
     target_test: Split
     n_classes: int
-    prepare: Callable[[torch.Tensor], torch.Tensor] = field(default=_identity)
+    prepare: Callable[[torch.Tensor], torch.Tensor] = field(default=identity)
+    augment: Callable[[torch.Tensor], torch.Tensor] = field(default=identity)
     extra_domains: list[ExtraDomain] = field(default_factory=list)
 
     def __post_init__(self) -> None:

@@ -58,20 +58,24 @@ def _sample_rows(x: torch.Tensor, limit: int, seed: int) -> torch.Tensor:
     return x[torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:limit]]
 
 
-def evaluate(method: Method, data: DomainData, probe_samples: int = 0, seed: int = 0) -> dict[str, float]:
+def evaluate(
+    method: Method, data: DomainData, probe_samples: int = 0, seed: int = 0, test_samples: int = 0
+) -> dict[str, float]:
     """``source_acc`` and ``target_acc`` on the test splits; ``domain_acc`` of a fresh linear probe.
 
     ``probe_samples`` caps the samples per split the probe is fitted and scored on (0: all),
-    which keeps the probe cheap on large data sets.
+    which keeps the probe cheap on large data sets. ``test_samples`` caps the test samples the
+    accuracies are computed on (0: all): for cheap checks during training.
     """
-    features = {}
+    features, labels = {}, {}
     for name, split in data.splits().items():
-        if name.endswith("_train"):  # only the probe reads these: extract just the rows it will sample
-            split = Split(_sample_rows(split.x, probe_samples, seed), _sample_rows(split.y, probe_samples, seed))
+        limit = test_samples if name.endswith("_test") else probe_samples  # the probe alone reads _train rows
+        split = Split(_sample_rows(split.x, limit, seed), _sample_rows(split.y, limit, seed))
         features[name] = extract_features(method, split, data, "source" if name.startswith("source") else "target")
+        labels[name] = split.y
     result = {
-        "source_acc": class_accuracy(method, features["source_test"], data.source_test.y),
-        "target_acc": class_accuracy(method, features["target_test"], data.target_test.y),
+        "source_acc": class_accuracy(method, features["source_test"], labels["source_test"]),
+        "target_acc": class_accuracy(method, features["target_test"], labels["target_test"]),
     }
     probe = {name: _sample_rows(f, probe_samples, seed) for name, f in features.items()}
     result["domain_acc"] = domain_probe_accuracy(

@@ -24,7 +24,7 @@ class StudyConfig:
     modes: list[str] = field(default_factory=list)
     method: MethodOptions = field(default_factory=MethodOptions)
     train: TrainConfig = field(default_factory=TrainConfig)
-    probe_samples: int = 0  # per split, for the domain probe (0: all)
+    probe_samples: int = 0  # per split: the domain probe, and the checks during training (0: all)
     threads: int = 0  # torch CPU threads (0: torch's default); tiny models run fastest on 1
 
 

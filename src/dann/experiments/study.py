@@ -91,7 +91,8 @@ def run_study(
         with MetricsLog(out_dir / "metrics" / f"{name}.jsonl", out_dir / "tb" / name) as log:
             run = train(
                 method, data, cfg.train, cfg.seed, log,
-                evaluate=lambda m: evaluate(m, data, cfg.probe_samples, cfg.seed),
+                # the curves' checks: on probe_samples test images per domain, the final scores on all
+                evaluate=lambda m: evaluate(m, data, cfg.probe_samples, cfg.seed, test_samples=cfg.probe_samples),
                 checkpoint_path=out_dir / "checkpoints" / f"{name}.pt",
             )
         if not group.is_main:

@@ -11,6 +11,7 @@ from dann.methods.alternating import AlternatingDANN
 from dann.methods.base import Method, MethodOptions, StepContext, StepLoss
 from dann.methods.conditional import CDAN, CDANE
 from dann.methods.supervised import SourceOnly, TargetOnly
+from dann.methods.teacher import MeanTeacherDANN
 from dann.methods.vada import VADA
 
 
@@ -34,6 +35,7 @@ MODES: dict[str, Mode] = {
     "cdan": Mode(CDAN, "dann whose discriminator sees features x class probabilities", deep_domain_classifier=True),
     "cdan_e": Mode(CDANE, "cdan, domain loss weighted by 1 + exp(-entropy)", deep_domain_classifier=True),
     "vada": Mode(VADA, "dann + target entropy + virtual adversarial training"),
+    "dann_teacher": Mode(MeanTeacherDANN, "dann + self-training on confident target pseudo-labels of a mean teacher"),
 }
 
 

@@ -51,9 +51,9 @@ class DANN(Method):
                 "discriminator_acc": domain_accuracy(domain_logits.detach(), labels),
             },
         )
-        return self.regularise(out, batch, class_features)
+        return self.regularise(out, batch, class_features, ctx)
 
-    def regularise(self, out: StepLoss, batch: Batch, features: torch.Tensor) -> StepLoss:
+    def regularise(self, out: StepLoss, batch: Batch, features: torch.Tensor, ctx: StepContext) -> StepLoss:
         """Terms added to the loss given the batch's features (source then target): the shared target entropy."""
         return self.add_target_entropy(out, lambda: self.model.classify(features[len(batch.source_x) :]))
 

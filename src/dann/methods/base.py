@@ -37,13 +37,19 @@ class MethodOptions:
     vada_source_weight: float = 1.0  # VADA lambda_s: virtual adversarial loss on source
     vada_target_weight: float = 0.1  # VADA lambda_t: conditional entropy + virtual adversarial loss on target
     vat_epsilon: float = 0.5  # VADA: radius of the virtual adversarial perturbation (input units)
+    teacher_decay: float = 0.995  # dann_teacher: the teacher is this EMA of the student's weights
+    pseudo_label_threshold: float = 0.9  # dann_teacher: teacher confidence a target pseudo-label needs
+    pseudo_label_weight: float = 1.0  # dann_teacher: weight of the pseudo-label loss (times lambda)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"method.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        for name in ("teacher_decay", "pseudo_label_threshold"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"method.{name} must be in [0, 1), got {getattr(self, name)}")
         if not 0.0 < self.adda_pretrain_fraction < 1.0:
             raise ConfigError(f"method.adda_pretrain_fraction must be in (0, 1), got {self.adda_pretrain_fraction}")
-        for name in ("transfer_weight", "entropy_weight", "vada_source_weight", "vada_target_weight", "vat_epsilon"):
+        for name in ("transfer_weight", "entropy_weight", "vada_source_weight", "vada_target_weight", "vat_epsilon", "pseudo_label_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"method.{name} must be 0 or more, got {getattr(self, name)}")
         for name in ("cdan_max_outer", "cdan_random_dim"):

@@ -8,7 +8,7 @@ from torch import nn
 
 from dann.data.batches import Batch
 from dann.methods.adversarial import DANN
-from dann.methods.base import StepLoss, entropy
+from dann.methods.base import StepContext, StepLoss, entropy
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
@@ -47,8 +47,8 @@ class VADA(DANN):
 
     name = "vada"
 
-    def regularise(self, out: StepLoss, batch: Batch, features: torch.Tensor) -> StepLoss:
-        out = super().regularise(out, batch, features)
+    def regularise(self, out: StepLoss, batch: Batch, features: torch.Tensor, ctx: StepContext) -> StepLoss:
+        out = super().regularise(out, batch, features, ctx)
         n_source = len(batch.source_x)
         logits = self.model.classify(features)
         vat = virtual_adversarial_kl(

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from dann.data.batches import PairedBatches
@@ -40,6 +41,9 @@ class TrainConfig:
     lambda_schedule: Literal["paper", "constant"] = "paper"
     lambda_max: float = 1.0
     gamma: float = 10.0
+    # > 0: keep an exponential moving average of the weights with this decay (warmed up, see
+    # _warm_ema), evaluate it, and end with it (smooths the oscillation of the adversarial game); 0: off
+    ema_decay: float = 0.0
     log_every: int = 10
     eval_every: int = 0  # 0: evaluate only at the end
     checkpoint_every: int = 500  # steps between checkpoints (one is always written at the end); 0: end only
@@ -54,8 +58,9 @@ class TrainConfig:
                 raise ConfigError(f"train.{name} must be 0 or more, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be positive, got {self.lr}")
-        if not 0.0 <= self.momentum < 1.0:
-            raise ConfigError(f"train.momentum must be in [0, 1), got {self.momentum}")
+        for name in ("momentum", "ema_decay"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"train.{name} must be in [0, 1), got {getattr(self, name)}")
 
 
 class NonFiniteLossError(DannError):
@@ -126,16 +131,17 @@ def train(
         with_target_labels=method.uses_target_labels, rank=group.rank, world_size=group.world_size,
     )
     optimizers = {stage: make_optimizer(params, cfg) for stage, params in method.parameter_groups().items()}
+    averaged = AveragedModel(method, multi_avg_fn=_warm_ema(cfg.ema_decay), use_buffers=True) if cfg.ema_decay else None
     state: dict[str, Any] = {"step": 0, "train_seconds": 0.0, "sums": {}}
     checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
     if checkpoint_path is not None and checkpoint_path.exists():
-        state = _restore(load_checkpoint(checkpoint_path), method, optimizers, batches)
+        state = _restore(load_checkpoint(checkpoint_path), method, optimizers, batches, averaged)
         if log is not None and group.is_main:
             log.rewind(state["step"])
 
     def checkpoint() -> None:
         if checkpoint_path is not None and group.is_main:
-            save_checkpoint(_snapshot(state, method, optimizers, batches), checkpoint_path)
+            save_checkpoint(_snapshot(state, method, optimizers, batches, averaged), checkpoint_path)
 
     module = distributed.wrap(method, group)
     sums: dict[str, torch.Tensor] = state["sums"]
@@ -151,7 +157,8 @@ def train(
             ctx = StepContext(step, progress, lambda_at(cfg.lambda_schedule, progress, cfg.lambda_max, cfg.gamma))
             lr = lr_at(cfg.lr_schedule, progress, cfg.lr)
             batch = batches.next()
-            batch.source_x, batch.target_x = data.prepare(batch.source_x), data.prepare(batch.target_x)
+            batch.source_x = data.augment(data.prepare(batch.source_x))
+            batch.target_x = data.augment(data.prepare(batch.target_x))
             for stage in method.active_stages(ctx):
                 optimizer = optimizers[stage]
                 for param_group in optimizer.param_groups:
@@ -168,6 +175,8 @@ def train(
                 optimizer.step()
                 for key, value in out.metrics.items():
                     sums[key] = sums.get(key, 0) + value
+            if averaged is not None:
+                averaged.update_parameters(method)
             state["train_seconds"] += time.perf_counter() - started
             state["step"] = done = step + 1
             bar.update()
@@ -178,7 +187,7 @@ def train(
                 row.update({key: float(total) / count for key, total in sums.items()})
                 sums.clear()
                 if evaluate is not None and group.is_main and cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
-                    row.update(evaluate(method))
+                    row.update(evaluate(method if averaged is None else averaged.module))
                     method.train()
                 bar.set_postfix({"img/s": f"{_images_per_second(done, cfg, state['train_seconds']):.0f}", **{k: f"{v:.3f}" for k, v in row.items() if k.endswith("loss")}})
                 if log is not None and group.is_main:
@@ -189,9 +198,25 @@ def train(
             if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
                 checkpoint()
     bar.close()
+    if averaged is not None:
+        method.load_state_dict(averaged.module.state_dict())
     checkpoint()
     method.eval()
     return TrainResult(cfg.steps, state["train_seconds"], _images_per_second(cfg.steps, cfg, state["train_seconds"]))
+
+
+def _warm_ema(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tensor], torch.Tensor], None]:
+    """EMA update with decay ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates.
+
+    The warm-up lets the average forget the random initial weights within a few dozen steps, so
+    short runs are not evaluated on weights close to their initialisation.
+    """
+
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n: torch.Tensor) -> None:
+        count = float(n)
+        torch._foreach_lerp_(averaged, current, 1.0 - min(decay, (1.0 + count) / (10.0 + count)))
+
+    return update
 
 
 def _images_per_second(steps: int, cfg: TrainConfig, seconds: float) -> float:
@@ -199,9 +224,13 @@ def _images_per_second(steps: int, cfg: TrainConfig, seconds: float) -> float:
     return 2 * steps * cfg.batch_size / max(seconds, 1e-9)
 
 
-def _snapshot(state: dict[str, Any], method: Method, optimizers: dict[str, torch.optim.Optimizer], batches: PairedBatches) -> dict[str, Any]:
+def _snapshot(
+    state: dict[str, Any], method: Method, optimizers: dict[str, torch.optim.Optimizer], batches: PairedBatches,
+    averaged: AveragedModel | None,
+) -> dict[str, Any]:
     """Everything a resumed run needs to continue bit for bit: weights, optimiser moments, data order, RNG."""
     return {
+        **({"averaged": averaged.state_dict()} if averaged is not None else {}),
         "step": state["step"],
         "train_seconds": state["train_seconds"],
         "metric_sums": {k: torch.as_tensor(v) for k, v in state["sums"].items()},
@@ -213,9 +242,14 @@ def _snapshot(state: dict[str, Any], method: Method, optimizers: dict[str, torch
 
 
 def _restore(
-    checkpoint: dict[str, Any], method: Method, optimizers: dict[str, torch.optim.Optimizer], batches: PairedBatches
+    checkpoint: dict[str, Any], method: Method, optimizers: dict[str, torch.optim.Optimizer], batches: PairedBatches,
+    averaged: AveragedModel | None,
 ) -> dict[str, Any]:
     method.load_state_dict(checkpoint["method"])
+    if averaged is not None:
+        if "averaged" not in checkpoint:
+            raise DannError("the checkpoint was written without train.ema_decay; resume with the same config")
+        averaged.load_state_dict(checkpoint["averaged"])
     for name, opt in optimizers.items():
         opt.load_state_dict(checkpoint["optimizers"][name])
     batches.load_state_dict(checkpoint["batches"])
