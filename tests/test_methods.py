@@ -318,11 +318,13 @@ def test_teacher_follows_the_student_as_a_moving_average():
         assert torch.allclose(teacher, 0.9 * before[key] + 0.1 * student, atol=1e-6), key
 
 
-def test_pseudo_labels_are_the_confident_teacher_predictions():
+def test_pseudo_labels_are_the_confident_teacher_predictions_on_the_unaugmented_target():
     batch = _batch()
+    batch.target_plain = -batch.target_x  # as if the loop had inverted every target image
     everyone = _method("dann_teacher", pseudo_label_threshold=0.0)(batch, LATE)
     method = _method("dann_teacher", pseudo_label_threshold=0.0)
-    teacher_labels = method.teacher(batch.target_x).argmax(1)
+    teacher_labels = method.teacher(batch.target_plain).argmax(1)
+    assert not torch.equal(teacher_labels, method.teacher(batch.target_x).argmax(1))
     expected = F.cross_entropy(method.model(batch.target_x), teacher_labels)  # teacher == student at the start
     assert everyone.metrics["confident_fraction"] == 1.0
     assert torch.allclose(everyone.metrics["pseudo_label_loss"], expected, atol=1e-6)

@@ -129,6 +129,7 @@ def test_protocols_and_partial_overrides():
     assert (paper.train.optimizer, paper.train.lr, paper.train.momentum, paper.train.batch_size) == ("sgd", 0.01, 0.9, 128)
     assert (paper.train.lr_schedule, paper.train.lambda_schedule, paper.model.domain_hidden) == ("paper", "paper", [100])
     assert (paper.data.normalise, paper.data.augment, paper.train.ema_decay) == ("channel_mean", "none", 0.0)
+    assert paper.method.label_smoothing == 0.0 and resolve_config(experiment, {}).method.label_smoothing == 0.1
     # A partial section keeps the experiment's other defaults (progress bar on, its batch size).
     quick = resolve_config(experiment, {"train": {"steps": 7}})
     default = resolve_config(experiment, {})

@@ -16,7 +16,8 @@ class Batch:
 
     ``domains`` holds the domain label of every sample, source samples first, as
     :meth:`DomainData.training_domains` numbers them; a batch built by hand may leave it ``None``
-    for two domains (0 source, 1 target).
+    for two domains (0 source, 1 target). ``target_plain`` is ``target_x`` before the training
+    augmentation (``None``: not augmented), for methods that label a clean view.
     """
 
     source_x: torch.Tensor
@@ -24,6 +25,10 @@ class Batch:
     target_x: torch.Tensor
     target_y: torch.Tensor | None = None
     domains: torch.Tensor | None = None
+    target_plain: torch.Tensor | None = None
+
+    def unaugmented_target(self) -> torch.Tensor:
+        return self.target_x if self.target_plain is None else self.target_plain
 
     def domain_labels(self) -> torch.Tensor:
         """The domain label of each sample of ``cat([source_x, target_x])``."""

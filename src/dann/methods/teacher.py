@@ -20,8 +20,11 @@ class MeanTeacherDANN(DANN):
     2017), so its predictions change slowly and are more accurate than any single step's; the
     student is trained on the target images the teacher is confident about (``conf >= tau``,
     ``method.pseudo_label_threshold``), the self-training that carries an aligned model the rest
-    of the way into the target's clusters (as in DIRT-T's teacher-guided refinement). The term is
-    ramped up with the adaptation factor ``lambda``: early pseudo-labels are mostly wrong.
+    of the way into the target's clusters (as in DIRT-T's teacher-guided refinement). The teacher
+    labels the images before augmentation and the student learns them augmented, so the labels
+    are as good as the teacher gets and the student also learns the augmentation's invariance
+    on the target (the weak/strong views of FixMatch). The term is ramped up with the adaptation
+    factor ``lambda``: early pseudo-labels are mostly wrong.
     """
 
     name = "dann_teacher"
@@ -50,7 +53,7 @@ class MeanTeacherDANN(DANN):
         out = super().regularise(out, batch, features, ctx)
         with torch.no_grad():
             self.teacher.eval()
-            confidence, pseudo_labels = F.softmax(self.teacher(batch.target_x), 1).max(1)
+            confidence, pseudo_labels = F.softmax(self.teacher(batch.unaugmented_target()), 1).max(1)
             confident = (confidence >= self.options.pseudo_label_threshold).float()
         student_logits = self.model.classify(features[len(batch.source_x) :])
         pseudo_label_loss = (F.cross_entropy(student_logits, pseudo_labels, reduction="none") * confident).mean()

@@ -158,7 +158,8 @@ def train(
             lr = lr_at(cfg.lr_schedule, progress, cfg.lr)
             batch = batches.next()
             batch.source_x = data.augment(data.prepare(batch.source_x))
-            batch.target_x = data.augment(data.prepare(batch.target_x))
+            batch.target_plain = data.prepare(batch.target_x)
+            batch.target_x = data.augment(batch.target_plain)
             for stage in method.active_stages(ctx):
                 optimizer = optimizers[stage]
                 for param_group in optimizer.param_groups:
