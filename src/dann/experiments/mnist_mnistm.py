@@ -66,7 +66,7 @@ class MnistStudyConfig(StudyConfig):
             # Adam's beta1 (``momentum``) 0.5, as in GAN training: steadier than 0.9 in the minimax game;
             # evaluated and finished with a moving average of the weights, which smooths it further
             steps=2000, batch_size=128, optimizer="adam", lr=0.001, momentum=0.5, ema_decay=0.995,
-            eval_every=250, log_every=50, progress_bar=True,
+            eval_every=500, log_every=50, progress_bar=True,
         )
     )
     # label smoothing 0.1 (NOT the paper's): a less over-confident source classifier transfers better
