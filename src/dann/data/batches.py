@@ -28,6 +28,7 @@ class Batch:
     target_plain: torch.Tensor | None = None
 
     def unaugmented_target(self) -> torch.Tensor:
+        """``target_plain`` when the loop augmented the batch, else ``target_x`` (already plain)."""
         return self.target_x if self.target_plain is None else self.target_plain
 
     def domain_labels(self) -> torch.Tensor:

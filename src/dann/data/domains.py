@@ -43,8 +43,9 @@ class DomainData:
 
     ``prepare`` turns a stored batch into model input (e.g. uint8 -> normalised float); it runs
     per batch so the full data set stays compact in memory. ``augment`` randomly transforms a
-    prepared *training* batch (every training domain alike); evaluation never sees it. Target labels are kept for
-    evaluation (and the ``target_only`` upper bound) but the adaptation methods never read them.
+    prepared *training* batch (every training domain alike); evaluation never sees it. Target
+    labels are kept for evaluation (and the ``target_only`` upper bound) but the adaptation
+    methods never read them.
     """
 
     source_train: Split
