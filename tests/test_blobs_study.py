@@ -47,6 +47,28 @@ def test_dann_adapts_where_source_only_does_not(study):
     assert r["domain_only"]["domain_acc"] >= 0.95
 
 
+def test_modes_trained_in_parallel_processes_match_one_process(tmp_path):
+    args = ["run", "blobs", "--set", "train.steps=150", "--set", "modes=[dann,source_only,dann_deep]"]
+    assert main([*args, "--out", str(tmp_path / "serial")]) == 0
+    assert main([*args, "--set", "jobs=2", "--out", str(tmp_path / "parallel")]) == 0
+    serial, parallel = (json.loads((tmp_path / d / "summary.json").read_text())["results"] for d in ("serial", "parallel"))
+    assert list(parallel) == list(serial)  # the order of cfg.modes, whichever finished first
+    for mode, scores in serial.items():
+        for key in ("source_acc", "target_acc", "domain_acc"):
+            assert parallel[mode][key] == scores[key], (mode, key)
+        assert (tmp_path / "parallel" / "metrics" / f"{mode}.jsonl").read_text() == (tmp_path / "serial" / "metrics" / f"{mode}.jsonl").read_text()
+        assert (tmp_path / "parallel" / "plots" / f"pca_{mode}.png").exists()
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [("jobs=0", "jobs must be at least 1"), ("modes=[dann,source_only,dann]", "modes lists dann more than once")],
+)
+def test_bad_study_settings_are_named(tmp_path, capsys, setting, message):
+    assert main(["run", "blobs", "--out", str(tmp_path / "r"), "--set", setting]) == 2
+    assert message in capsys.readouterr().err
+
+
 def test_the_terminal_table_is_printed(tmp_path, capsys):
     assert main(["run", "blobs", "--out", str(tmp_path / "r"), "--set", "train.steps=20", "--set", "modes=[dann]"]) == 0
     out = capsys.readouterr().out

@@ -71,6 +71,26 @@ def test_interrupted_then_resumed_run_ends_bit_for_bit_like_an_uninterrupted_one
     _same_run(ref, out)
 
 
+def test_interrupted_parallel_jobs_checkpoint_and_resume_bit_for_bit(reference, tmp_path):
+    """SIGTERM to the main process of a jobs=2 run reaches both workers; each checkpoints and stops."""
+    ref, settings = reference
+    out = tmp_path / "run"
+    args = [*RUN, *settings, "--set", "modes=[source_only,dann]", "--set", "jobs=2", "--out", str(out)]
+    proc = _dann(*args)
+    checkpoints = [out / "checkpoints" / f"{mode}.pt" for mode in ("source_only", "dann")]
+    deadline = time.time() + 120
+    while not all(c.exists() for c in checkpoints) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and f"--resume {out}" in err, err
+    assert not (out / "summary.json").exists(), "the run finished before it could be interrupted"
+    assert 0 < load_checkpoint(checkpoints[1])["step"] < 3000
+    assert main(["run", "--resume", str(out)]) == 0
+    _same_run(ref, out)
+
+
 def test_rerun_with_the_same_seed_gives_identical_results(tmp_path):
     args = [*RUN, "--set", "train.steps=150", "--set", "modes=[dann,source_only]"]
     assert main([*args, "--out", str(tmp_path / "a")]) == 0

@@ -25,7 +25,14 @@ class StudyConfig:
     method: MethodOptions = field(default_factory=MethodOptions)
     train: TrainConfig = field(default_factory=TrainConfig)
     probe_samples: int = 0  # per split: the domain probe, and the checks during training (0: all)
-    threads: int = 0  # torch CPU threads (0: torch's default); tiny models run fastest on 1
+    threads: int = 0  # torch CPU threads per job (0: torch's default, split between the jobs); tiny models run fastest on 1
+    jobs: int = 1  # modes trained at once, each in its own process (see study._train_in_processes)
+
+    def __post_init__(self) -> None:
+        if self.jobs < 1:
+            raise ConfigError(f"jobs must be at least 1, got {self.jobs}")
+        if self.threads < 0:
+            raise ConfigError(f"threads must be 0 (torch's default) or more, got {self.threads}")
 
 
 class Experiment(ABC):
