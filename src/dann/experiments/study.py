@@ -92,8 +92,10 @@ def run_study(
             if (path := out_dir / "results" / f"{name}.json").exists():
                 finished[name] = json.loads(path.read_text())
     pending = [name for name in cfg.modes if name not in finished]
+    # threads per mode from the config alone, not from what is left to do: a resumed mode keeps
+    # the thread count it started with (thread counts change the sums' rounding)
+    threads = cfg.threads or max(1, torch.get_num_threads() // min(cfg.jobs, len(cfg.modes)))
     jobs = min(cfg.jobs, len(pending))
-    threads = cfg.threads or max(1, torch.get_num_threads() // max(jobs, 1))
     if jobs > 1:
         # load (and on first use build and cache) the data once here, before the workers read it
         experiment.plot_data(experiment.load_data(cfg, data_dir), plots_dir)
