@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import signal
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from multiprocessing.sharedctypes import Synchronized
 from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
@@ -26,7 +25,7 @@ from dann.experiments.base import Experiment, StudyConfig
 from dann.methods import Method, get_mode
 from dann.plots.figures import scatter_domains, training_curves
 from dann.train import distributed
-from dann.train.loop import TrainingInterrupted, train
+from dann.train.loop import TrainingInterrupted, signals_handled_by, train
 from dann.train.metrics_log import MetricsLog, read_metrics
 
 
@@ -195,8 +194,7 @@ def _train_in_worker(name: str, out_dir: Path) -> dict[str, float]:
     return train_mode(_worker["experiment"], _worker["cfg"], _worker["data"], name, out_dir, _worker["line"])
 
 
-@contextmanager
-def _forward_signals_to_workers(stopping: EventType) -> Iterator[None]:
+def _forward_signals_to_workers(stopping: EventType) -> AbstractContextManager[None]:
     """Pass SIGINT/SIGTERM on to the worker processes, whose training loops stop at a checkpoint."""
 
     def forward(signum: int, _frame: Any) -> None:
@@ -204,12 +202,7 @@ def _forward_signals_to_workers(stopping: EventType) -> Iterator[None]:
         for child in multiprocessing.active_children():
             os.kill(child.pid, signum)
 
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+    return signals_handled_by(forward)
 
 
 def plot_features(

@@ -86,6 +86,20 @@ def make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.
     return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.momentum, 0.999), weight_decay=cfg.weight_decay, fused=True)
 
 
+@contextmanager
+def signals_handled_by(handler: Callable[[int, Any], None]) -> Iterator[None]:
+    """Route SIGINT and SIGTERM to ``handler`` while the block runs (only the main thread can)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 class _StopFlag:
     requested: str | None = None
 
@@ -94,19 +108,12 @@ class _StopFlag:
 def _stop_on_signals() -> Iterator[_StopFlag]:
     """Turn SIGINT/SIGTERM into a flag the loop checks between steps, so a step is never cut in half."""
     flag = _StopFlag()
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
 
     def handler(signum: int, _frame: Any) -> None:
         flag.requested = signal.Signals(signum).name
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with signals_handled_by(handler):
         yield flag
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def train(
