@@ -68,6 +68,7 @@ def run(args: argparse.Namespace) -> None:
             "target_acc": round(scores["target_acc"], 4),
             "source_acc": round(scores["source_acc"], 4),
             "domain_acc": round(scores["domain_acc"], 4),
+            "target_im": round(scores["target_im"], 4),
             "train_seconds": round(result.train_seconds, 2),
             "images_per_second": round(result.images_per_second, 1),
             "threads": torch.get_num_threads(),

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dann.data.batches import Batch
+from dann.errors import ConfigError
 from dann.evaluate.metrics import evaluate
 from dann.experiments import get_experiment
 from dann.experiments.study import resolve_config
@@ -24,7 +25,7 @@ from dann.methods.alternating import generator_loss
 from dann.methods.base import domain_loss
 from dann.methods.conditional import MultilinearMap
 from dann.methods.vada import virtual_adversarial_kl
-from dann.models.network import mlp_network
+from dann.models.network import DomainAdversarialNet, mlp, mlp_network
 from dann.train.loop import TrainConfig, train
 from dann.train.metrics_log import MetricsLog, read_metrics
 
@@ -55,7 +56,7 @@ def _parts(method) -> dict[str, nn.Module]:
         "domain": method.model.domain_classifier,
     }
     for name in ("target_encoder", "discriminator", "teacher"):
-        if hasattr(method, name):
+        if getattr(method, name, None) is not None:
             parts[name] = getattr(method, name)
     return parts
 
@@ -312,9 +313,9 @@ def test_teacher_follows_the_student_as_a_moving_average():
     with torch.no_grad():
         for p in method.model.parameters():
             p.add_(1.0)
-    before = copy.deepcopy(method.teacher.state_dict())
+    before = copy.deepcopy(method.teacher.network.state_dict())
     method(_batch(), LATE)
-    for (key, student), teacher in zip(method.model.state_dict().items(), method.teacher.state_dict().values()):
+    for (key, student), teacher in zip(method.model.state_dict().items(), method.teacher.network.state_dict().values()):
         assert torch.allclose(teacher, 0.9 * before[key] + 0.1 * student, atol=1e-6), key
 
 
@@ -335,7 +336,6 @@ def test_pseudo_labels_are_the_confident_teacher_predictions_on_the_unaugmented_
 
 
 def test_invalid_options_are_config_errors():
-    from dann.errors import ConfigError
 
     for bad in ({"adda_pretrain_fraction": 1.0}, {"entropy_weight": -1.0}, {"cdan_random_dim": 0}, {"label_smoothing": 1},
                 {"teacher_decay": 1.0}, {"pseudo_label_threshold": -0.1}, {"pseudo_label_weight": -1.0}):
@@ -373,3 +373,37 @@ def test_method_beats_source_only_on_blobs(blobs, mode):
     result = blobs(mode)
     assert result["source_acc"] >= 0.95
     assert result["target_acc"] >= blobs("source_only")["target_acc"] + 0.15
+
+
+def test_cdan_bottleneck_conditions_on_the_label_predictors_last_hidden_layer():
+    torch.manual_seed(0)
+    label_predictor = mlp([8, 6, 3])
+    model = DomainAdversarialNet(nn.Sequential(nn.Linear(2, 8), nn.ReLU()), label_predictor, mlp([8, 4, 1]))
+    method = get_mode("cdan").method(model, MethodOptions())
+    # hidden (6) x classes (3): the discriminator's input; with extractor features it would be 8 x 3
+    assert method.conditional_map.out_features == 18
+    assert get_mode("cdan").method(copy.deepcopy(model), MethodOptions(cdan_features="extractor")).conditional_map.out_features == 24
+    batch = _batch()
+    features = model.features(torch.cat([batch.source_x, batch.target_x]))
+    loss, _ = method.adversarial_loss(features, batch.domain_labels(), StepContext(1, 0.5, 1.0))
+    loss.backward()
+    # the adversarial gradient shapes the hidden layer, never the classifier (its predictions are detached)
+    assert label_predictor[0].weight.grad.abs().sum() > 0
+    assert label_predictor[-1].weight.grad is None
+
+
+@pytest.mark.parametrize("mode", ["source_only", "cdan_e", "vada"])
+def test_self_training_is_an_option_of_every_one_stage_method(mode):
+    plain = _method(mode)(_batch(), LATE)
+    method = _method(mode, self_training=True, pseudo_label_threshold=0.0)
+    out = method(_batch(), LATE)
+    assert plain.metrics.keys() < out.metrics.keys() and out.metrics["confident_fraction"] == 1.0
+    assert out.loss > plain.loss  # the pseudo-label loss of an untrained student is positive
+    trained = {id(p) for p in method.parameter_groups()["model"]}
+    assert not {id(p) for p in method.teacher.parameters()} & trained
+
+
+@pytest.mark.parametrize("mode", ["target_only", "dann_alternating", "adda"])
+def test_self_training_on_a_method_that_cannot_take_it_is_a_config_error(mode):
+    with pytest.raises(ConfigError, match="self_training"):
+        _method(mode, self_training=True)

@@ -92,6 +92,23 @@ def test_per_image_normalisation_standardises_each_image(monkeypatch):
     torch.testing.assert_close(data.prepare(rescaled), prepared[:10], atol=0.06, rtol=0)
 
 
+def test_polarity_normalisation_makes_strokes_bright_in_every_channel(monkeypatch):
+    fake_loaders(monkeypatch)
+    experiment = get_experiment("mnist-mnistm")
+    data = experiment.load_data(resolve_config(experiment, {"data": {"normalise": "polarity", "augment": "none"}}), None)
+    stroke = torch.zeros(28, 28, dtype=torch.bool)
+    stroke[4:24, 12:15] = True  # a "1": few pixels, far from the background level
+    image = torch.empty(1, 3, 28, 28, dtype=torch.uint8)
+    image[0, 0] = torch.where(stroke, 250, 20)  # light stroke on dark
+    image[0, 1] = torch.where(stroke, 10, 200)  # dark stroke on light: flipped
+    image[0, 2] = torch.where(stroke, 120, 90)  # faint light stroke
+    prepared = data.prepare(torch.cat([image, torch.zeros(1, 3, 28, 28, dtype=torch.uint8)]))
+    assert prepared.is_contiguous(memory_format=torch.channels_last) and torch.isfinite(prepared).all()
+    for channel in prepared[0]:
+        assert channel[stroke].min() > 0 > channel[~stroke].max()
+        torch.testing.assert_close(channel.mean(), torch.tensor(0.0), atol=1e-5, rtol=0)
+
+
 def test_training_batches_are_inverted_at_random_and_evaluation_batches_never(monkeypatch):
     fake_loaders(monkeypatch)
     experiment = get_experiment("mnist-mnistm")
@@ -104,6 +121,9 @@ def test_training_batches_are_inverted_at_random_and_evaluation_batches_never(mo
     assert torch.equal(augmented[~negated], prepared[~negated])
     plain = experiment.load_data(resolve_config(experiment, {"data": {"augment": "none"}}), None)
     assert torch.equal(plain.augment(prepared), prepared)
+    coloured = experiment.load_data(resolve_config(experiment, {"data": {"augment": "colour"}}), None)
+    jittered = coloured.augment(prepared)
+    assert jittered.shape == prepared.shape and not torch.equal(jittered, prepared)
 
 
 def test_intermediate_domain_blends_each_digit_with_its_mnistm_image(monkeypatch):

@@ -35,6 +35,17 @@ def test_ema_ends_with_the_moving_average_of_the_weights():
     assert not torch.allclose(averaged["model.label_predictor.weight"], after_2["model.label_predictor.weight"])
 
 
+def test_ema_averages_batch_norm_statistics_and_copies_its_step_counter():
+    torch.manual_seed(0)
+    model = mlp_network(2, 3, [8], [8])
+    model.feature_extractor = torch.nn.Sequential(model.feature_extractor, torch.nn.BatchNorm1d(8))
+    method = DANN(model, MethodOptions())
+    cfg = TrainConfig(steps=5, batch_size=16, ema_decay=0.9)
+    train(method, _data(), cfg, seed=0)  # integer buffers cannot be interpolated: this used to crash
+    bn = method.model.feature_extractor[1]
+    assert int(bn.num_batches_tracked) == 5 and not torch.equal(bn.running_mean, torch.zeros(8))
+
+
 class _Crash(RuntimeError):
     pass
 

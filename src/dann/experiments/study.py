@@ -56,11 +56,11 @@ def resolve_config(experiment: Experiment, overrides: Mapping[str, Any]) -> Stud
 def format_table(results: Mapping[str, Mapping[str, float]]) -> str:
     """The terminal table: one row per mode."""
     width = max(len("mode"), *(len(mode) for mode in results))
-    header = f"{'mode':<{width}} {'source_acc':>10} {'target_acc':>10} {'domain_acc':>10} {'seconds':>8}"
+    header = f"{'mode':<{width}} {'source_acc':>10} {'target_acc':>10} {'target_im':>10} {'domain_acc':>10} {'seconds':>8}"
     lines = [header, "-" * len(header)]
     for mode, r in results.items():
         lines.append(
-            f"{mode:<{width}} {r['source_acc']:>10.4f} {r['target_acc']:>10.4f} {r['domain_acc']:>10.4f} {r['train_seconds']:>8.1f}"
+            f"{mode:<{width}} {r['source_acc']:>10.4f} {r['target_acc']:>10.4f} {r['target_im']:>10.4f} {r['domain_acc']:>10.4f} {r['train_seconds']:>8.1f}"
         )
     return "\n".join(lines)
 

@@ -6,12 +6,11 @@ from dataclasses import dataclass
 
 from dann.errors import ConfigError
 from dann.methods.adda import ADDA
-from dann.methods.adversarial import DANN, DomainOnly
+from dann.methods.adversarial import DANN, DomainOnly, MeanTeacherDANN
 from dann.methods.alternating import AlternatingDANN
 from dann.methods.base import Method, MethodOptions, StepContext, StepLoss
 from dann.methods.conditional import CDAN, CDANE
 from dann.methods.supervised import SourceOnly, TargetOnly
-from dann.methods.teacher import MeanTeacherDANN
 from dann.methods.vada import VADA
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from dann.data.batches import Batch
@@ -17,6 +19,7 @@ class DANN(Method):
     """
 
     name = "dann"
+    supports_self_training = True
     #: True: the label loss sees detached features, so only the domain loss shapes the extractor
     label_head_only: bool = False
 
@@ -54,8 +57,17 @@ class DANN(Method):
         return self.regularise(out, batch, class_features, ctx)
 
     def regularise(self, out: StepLoss, batch: Batch, features: torch.Tensor, ctx: StepContext) -> StepLoss:
-        """Terms added to the loss given the batch's features (source then target): the shared target entropy."""
-        return self.add_target_entropy(out, lambda: self.model.classify(features[len(batch.source_x) :]))
+        """Terms added to the loss given the batch's features (source then target): the shared target-side options."""
+        target_logits = functools.cache(lambda: self.model.classify(features[len(batch.source_x) :]))
+        out = self.add_target_entropy(out, target_logits)
+        return self.add_self_training(out, batch, target_logits, ctx)
+
+
+class MeanTeacherDANN(DANN):
+    """DANN with self-training always on: ``L_DANN + lambda * w * L_pseudo`` (see :class:`MeanTeacher`)."""
+
+    name = "dann_teacher"
+    always_self_training = True
 
 
 class DomainOnly(DANN):

@@ -17,6 +17,7 @@ from torch import nn
 
 from dann.data.batches import Batch
 from dann.errors import ConfigError
+from dann.methods.teacher import MeanTeacher
 from dann.models.network import DomainAdversarialNet
 
 
@@ -32,14 +33,18 @@ class MethodOptions:
     # see dann.methods.alternating.generator_loss
     generator_loss: Literal["flip", "uniform", "minimax"] = "flip"
     adda_pretrain_fraction: float = 0.3  # ADDA: share of steps spent pre-training the source model
+    cdan_features: Literal["bottleneck", "extractor"] = "bottleneck"  # CDAN conditions these on the predictions
     cdan_max_outer: int = 4096  # CDAN: above features * classes, a random multilinear map replaces the outer product
     cdan_random_dim: int = 1024  # CDAN: output size of the random multilinear map
     vada_source_weight: float = 1.0  # VADA lambda_s: virtual adversarial loss on source
     vada_target_weight: float = 0.1  # VADA lambda_t: conditional entropy + virtual adversarial loss on target
     vat_epsilon: float = 0.5  # VADA: radius of the virtual adversarial perturbation (input units)
-    teacher_decay: float = 0.995  # dann_teacher: the teacher is this EMA of the student's weights
-    pseudo_label_threshold: float = 0.9  # dann_teacher: teacher confidence a target pseudo-label needs
-    pseudo_label_weight: float = 1.0  # dann_teacher: weight of the pseudo-label loss (times lambda)
+    # one-stage methods (source_only, dann, cdan, cdan_e, vada, ...): + a mean teacher's confident target
+    # pseudo-labels, see dann.methods.teacher (dann_teacher: always on)
+    self_training: bool = False
+    teacher_decay: float = 0.995  # self-training: the teacher is this EMA of the student's weights
+    pseudo_label_threshold: float = 0.9  # self-training: teacher confidence a target pseudo-label needs
+    pseudo_label_weight: float = 1.0  # self-training: weight of the pseudo-label loss (times lambda)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.label_smoothing < 1.0:
@@ -82,15 +87,27 @@ class Method(nn.Module):
     stages: ClassVar[tuple[str, ...]] = ("model",)
     #: True only for oracle baselines; the loop then hands target labels to the method
     uses_target_labels: ClassVar[bool] = False
+    #: True: the loss calls :meth:`add_self_training`, so ``method.self_training`` can be on
+    supports_self_training: ClassVar[bool] = False
+    #: True: self-training is on whatever the options say (``dann_teacher``)
+    always_self_training: ClassVar[bool] = False
 
     def __init__(self, model: DomainAdversarialNet, options: MethodOptions | None = None) -> None:
         super().__init__()
         self.model = model
         self.options = options or MethodOptions()
+        self.teacher: MeanTeacher | None = None
+        if self.options.self_training or self.always_self_training:
+            if not self.supports_self_training:
+                raise ConfigError(
+                    f"method.self_training needs a one-stage method that takes it (source_only, dann, dann_deep, cdan, cdan_e, vada); "
+                    f"{self.name} does not"
+                )
+            self.teacher = MeanTeacher(model, self.options.teacher_decay)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Which parameters each stage's optimiser updates."""
-        return {"model": list(self.parameters())}
+        """Which parameters each stage's optimiser updates (never the teacher's)."""
+        return {"model": [p for p in self.parameters() if p.requires_grad]}
 
     def active_stages(self, ctx: StepContext) -> tuple[str, ...]:
         """The stages the loop runs this step; a method with phases (ADDA) narrows it."""
@@ -120,6 +137,25 @@ class Method(nn.Module):
             out.loss + self.options.entropy_weight * target_entropy,
             {**out.metrics, "target_entropy": target_entropy.detach()},
         )
+
+
+    def add_self_training(
+        self, out: StepLoss, batch: Batch, student_target_logits: Callable[[], torch.Tensor], ctx: StepContext
+    ) -> StepLoss:
+        """``out`` plus ``lambda * pseudo_label_weight *`` the teacher's pseudo-label loss, when self-training is on.
+
+        The term is ramped up with the adaptation factor: early pseudo-labels are mostly wrong.
+        The teacher first catches up with the student's weights after the previous step.
+        """
+        if self.teacher is None:
+            return out
+        if self.training:
+            self.teacher.follow(self.model)
+        loss, confident = self.teacher.pseudo_label_loss(
+            student_target_logits(), batch.unaugmented_target(), self.options.pseudo_label_threshold
+        )
+        metrics = {**out.metrics, "pseudo_label_loss": loss.detach(), "confident_fraction": confident}
+        return StepLoss(out.loss + self.options.pseudo_label_weight * ctx.lambda_ * loss, metrics)
 
 
 def domain_loss(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:

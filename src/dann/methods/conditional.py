@@ -46,8 +46,27 @@ class MultilinearMap(nn.Module):
         return torch.bmm(probs.unsqueeze(2), features.unsqueeze(1)).flatten(1)
 
 
+def split_classifier(label_predictor: nn.Module) -> tuple[nn.Module, nn.Linear]:
+    """``G_y`` as (bottleneck, last linear layer): the layers up to the classifier's input, and the classifier.
+
+    A label predictor that is a single linear layer has no bottleneck (the identity).
+    """
+    last = _linears(label_predictor, "label predictor")[-1]
+    if isinstance(label_predictor, nn.Sequential) and label_predictor[-1] is last:
+        return label_predictor[:-1], last
+    if label_predictor is last:
+        return nn.Identity(), last
+    raise ConfigError("cdan_features=bottleneck needs a label predictor that is nn.Sequential ending in nn.Linear")
+
+
 class CDAN(DANN):
-    """DANN whose discriminator sees ``T(f, softmax(G_y(f)))`` instead of ``f``, behind the reversal layer.
+    """DANN whose discriminator sees ``T(h, softmax(G_y(f)))`` instead of ``f``, behind the reversal layer.
+
+    ``h`` is ``method.cdan_features``: ``bottleneck`` (default), the label predictor's last hidden
+    layer, where Long et al. condition (the representation the classifier is linear on; on
+    MNIST 100-d, so the exact 1,000-d outer product), or ``extractor``, the extractor's output
+    ``f`` (2,352-d on MNIST, through the random map). With ``bottleneck`` the adversarial
+    gradient shapes the label predictor's hidden layers as well as the extractor.
 
     The discriminator is the method's own (its input is :class:`MultilinearMap`'s size), with
     the hidden and output sizes of the model's domain classifier, which goes unused; the
@@ -62,9 +81,14 @@ class CDAN(DANN):
     def __init__(self, model: DomainAdversarialNet, options: MethodOptions | None = None) -> None:
         super().__init__(model, options)
         domain_layers = _linears(model.domain_classifier, "domain classifier")
+        if self.options.cdan_features == "bottleneck":
+            self.bottleneck, classifier = split_classifier(model.label_predictor)
+            n_conditioned = classifier.in_features
+        else:
+            self.bottleneck, n_conditioned = nn.Identity(), domain_layers[0].in_features
         n_classes = _linears(model.label_predictor, "label predictor")[-1].out_features
         self.conditional_map = MultilinearMap(
-            domain_layers[0].in_features, n_classes, self.options.cdan_max_outer, self.options.cdan_random_dim
+            n_conditioned, n_classes, self.options.cdan_max_outer, self.options.cdan_random_dim
         )
         self.discriminator = mlp(
             [self.conditional_map.out_features, *(layer.out_features for layer in domain_layers)]
@@ -72,7 +96,7 @@ class CDAN(DANN):
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         unused = {id(p) for p in self.model.domain_classifier.parameters()}
-        return {"model": [p for p in self.parameters() if id(p) not in unused]}
+        return {"model": [p for p in super().parameter_groups()["model"] if id(p) not in unused]}
 
     def sample_weights(self, class_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
         """Per-sample weights of the domain loss; none (uniform) for plain CDAN."""
@@ -81,9 +105,10 @@ class CDAN(DANN):
     def adversarial_loss(
         self, features: torch.Tensor, labels: torch.Tensor, ctx: StepContext
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = self.bottleneck(features)
         with torch.no_grad():
             class_logits = self.model.classify(features)
-        conditioned = self.conditional_map(features, F.softmax(class_logits, 1))
+        conditioned = self.conditional_map(hidden, F.softmax(class_logits, 1))
         domain_logits = self.discriminator(grad_reverse(conditioned, self.reversal(ctx)))
         return domain_loss(domain_logits, labels, self.sample_weights(class_logits, labels)), domain_logits
 

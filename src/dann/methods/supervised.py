@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import functools
+
 from dann.data.batches import Batch
 from dann.methods.base import Method, StepContext, StepLoss, accuracy
 
 
 class SourceOnly(Method):
-    """Label loss on labelled source; the target batch is ignored. The lower bound DANN must beat."""
+    """Label loss on labelled source; the target batch is ignored. The lower bound DANN must beat.
+
+    The target batch is read only by the target-side options (entropy, self-training), which
+    turn this into plain semi-supervised learning on the target: adaptation without alignment.
+    """
 
     name = "source_only"
+    supports_self_training = True
 
     def forward(self, batch: Batch, ctx: StepContext, stage: str = "model") -> StepLoss:
         logits = self.model(batch.source_x)
         loss = self.label_loss(logits, batch.source_y)
         out = StepLoss(loss, {"label_loss": loss.detach(), "label_acc": accuracy(logits.detach(), batch.source_y)})
-        return self.add_target_entropy(out, lambda: self.model(batch.target_x))
+        target_logits = functools.cache(lambda: self.model(batch.target_x))
+        out = self.add_target_entropy(out, target_logits)
+        return self.add_self_training(out, batch, target_logits, ctx)
 
 
 class TargetOnly(Method):

@@ -227,7 +227,10 @@ def _warm_ema(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tensor],
 
     def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n: torch.Tensor) -> None:
         count = float(n)
-        torch._foreach_lerp_(averaged, current, 1.0 - min(decay, (1.0 + count) / (10.0 + count)))
+        if averaged[0].is_floating_point():  # AveragedModel calls this once per device and dtype
+            torch._foreach_lerp_(averaged, current, 1.0 - min(decay, (1.0 + count) / (10.0 + count)))
+        else:  # counters, e.g. BatchNorm's num_batches_tracked, are copied
+            torch._foreach_copy_(averaged, current)
 
     return update
 
