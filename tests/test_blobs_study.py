@@ -81,3 +81,10 @@ def test_blobs_data_is_deterministic_and_shifted():
         assert split.x.equal(b.splits()[name].x) and split.y.equal(b.splits()[name].y)
     assert (a.source_train.x.mean(0) - a.target_train.x.mean(0)).norm() > 0.5
     assert a.source_train.x.shape == (600, 2) and a.source_test.y.bincount().tolist() == [200, 200, 200]
+
+
+def test_self_training_with_a_mode_that_cannot_take_it_fails_before_training(tmp_path, capsys):
+    args = ["run", "blobs", "--out", str(tmp_path / "r"), "--set", "modes=[dann,adda]", "--set", "method.self_training=true"]
+    assert main(args) == 2
+    assert "adda do not" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "metrics").exists()  # dann, listed first, never started

@@ -407,3 +407,17 @@ def test_self_training_is_an_option_of_every_one_stage_method(mode):
 def test_self_training_on_a_method_that_cannot_take_it_is_a_config_error(mode):
     with pytest.raises(ConfigError, match="self_training"):
         _method(mode, self_training=True)
+
+
+def test_pseudo_label_threshold_is_a_fraction_of_the_confidence_label_smoothing_allows(monkeypatch):
+    method = _method("dann_teacher", label_smoothing=0.3, pseudo_label_threshold=0.9)
+    original, thresholds = method.teacher.pseudo_label_loss, []
+
+    def spy(logits, plain_target, threshold):
+        thresholds.append(threshold)
+        return original(logits, plain_target, threshold)
+
+    monkeypatch.setattr(method.teacher, "pseudo_label_loss", spy)
+    method(_batch(), LATE)
+    # 3 classes, smoothing 0.3: the smoothed target of the true class is 0.7 + 0.3 / 3 = 0.8
+    assert thresholds == [pytest.approx(0.9 * 0.8)]

@@ -50,6 +50,13 @@ def resolve_config(experiment: Experiment, overrides: Mapping[str, Any]) -> Stud
         raise ConfigError(f"modes lists {', '.join(repeated)} more than once; each mode writes its own outputs")
     for mode in cfg.modes:
         get_mode(mode)
+    if cfg.method.self_training:  # refused before any mode trains, not when the first such mode starts
+        refused = [mode for mode in cfg.modes if not get_mode(mode).method.supports_self_training]
+        if refused:
+            raise ConfigError(
+                f"method.self_training needs one-stage modes that take it; {', '.join(refused)} do not "
+                "(drop them from modes, or run them separately)"
+            )
     return cfg
 
 

@@ -43,7 +43,9 @@ class MethodOptions:
     # pseudo-labels, see dann.methods.teacher (dann_teacher: always on)
     self_training: bool = False
     teacher_decay: float = 0.995  # self-training: the teacher is this EMA of the student's weights
-    pseudo_label_threshold: float = 0.9  # self-training: teacher confidence a target pseudo-label needs
+    # self-training: teacher confidence a target pseudo-label needs, as a fraction of the most a
+    # model trained with label_smoothing eps reaches (1 - eps + eps / classes)
+    pseudo_label_threshold: float = 0.9
     pseudo_label_weight: float = 1.0  # self-training: weight of the pseudo-label loss (times lambda)
 
     def __post_init__(self) -> None:
@@ -151,9 +153,12 @@ class Method(nn.Module):
             return out
         if self.training:
             self.teacher.follow(self.model)
-        loss, confident = self.teacher.pseudo_label_loss(
-            student_target_logits(), batch.unaugmented_target(), self.options.pseudo_label_threshold
-        )
+        logits = student_target_logits()
+        # label smoothing eps caps a trained model's confidence near 1 - eps + eps / C: the
+        # threshold is a fraction of that cap, so smoothing does not starve self-training
+        smoothing, n_classes = self.options.label_smoothing, logits.shape[1]
+        threshold = self.options.pseudo_label_threshold * (1.0 - smoothing + smoothing / n_classes)
+        loss, confident = self.teacher.pseudo_label_loss(logits, batch.unaugmented_target(), threshold)
         metrics = {**out.metrics, "pseudo_label_loss": loss.detach(), "confident_fraction": confident}
         return StepLoss(out.loss + self.options.pseudo_label_weight * ctx.lambda_ * loss, metrics)
 
