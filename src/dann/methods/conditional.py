@@ -82,10 +82,11 @@ class CDAN(DANN):
         super().__init__(model, options)
         domain_layers = _linears(model.domain_classifier, "domain classifier")
         if self.options.cdan_features == "bottleneck":
-            self.bottleneck, classifier = split_classifier(model.label_predictor)
-            n_conditioned = classifier.in_features
+            self.bottleneck, self.head = split_classifier(model.label_predictor)
+            n_conditioned = self.head.in_features
         else:
-            self.bottleneck, n_conditioned = nn.Identity(), domain_layers[0].in_features
+            self.bottleneck, self.head = nn.Identity(), model.label_predictor
+            n_conditioned = domain_layers[0].in_features
         n_classes = _linears(model.label_predictor, "label predictor")[-1].out_features
         self.conditional_map = MultilinearMap(
             n_conditioned, n_classes, self.options.cdan_max_outer, self.options.cdan_random_dim
@@ -107,7 +108,7 @@ class CDAN(DANN):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         hidden = self.bottleneck(features)
         with torch.no_grad():
-            class_logits = self.model.classify(features)
+            class_logits = self.head(hidden)  # the label predictor's output, hidden layers run once
         conditioned = self.conditional_map(hidden, F.softmax(class_logits, 1))
         domain_logits = self.discriminator(grad_reverse(conditioned, self.reversal(ctx)))
         return domain_loss(domain_logits, labels, self.sample_weights(class_logits, labels)), domain_logits
