@@ -392,6 +392,19 @@ def test_cdan_bottleneck_conditions_on_the_label_predictors_last_hidden_layer():
     assert label_predictor[-1].weight.grad is None
 
 
+def test_cdan_dropout_sits_between_the_discriminators_hidden_layers_and_only_in_training():
+    method = _method("cdan", cdan_dropout=0.5)
+    assert [type(m) for m in method.discriminator] == [nn.Linear, nn.ReLU, nn.Dropout, nn.Linear]
+    assert not any(isinstance(m, nn.Dropout) for m in _method("cdan").discriminator)
+    x = torch.randn(64, method.conditional_map.out_features)
+    method.eval()
+    assert torch.equal(method.discriminator(x), method.discriminator(x))
+    method.train()
+    assert not torch.equal(method.discriminator(x), method.discriminator(x))
+    with pytest.raises(ConfigError, match="cdan_dropout"):
+        MethodOptions(cdan_dropout=1.0)
+
+
 @pytest.mark.parametrize("mode", ["source_only", "cdan_e", "vada"])
 def test_self_training_is_an_option_of_every_one_stage_method(mode):
     plain = _method(mode)(_batch(), LATE)
@@ -413,11 +426,23 @@ def test_pseudo_label_threshold_is_a_fraction_of_the_confidence_label_smoothing_
     method = _method("dann_teacher", label_smoothing=0.3, pseudo_label_threshold=0.9)
     original, thresholds = method.teacher.pseudo_label_loss, []
 
-    def spy(logits, plain_target, threshold):
+    def spy(logits, plain_target, threshold, *rest):
         thresholds.append(threshold)
-        return original(logits, plain_target, threshold)
+        return original(logits, plain_target, threshold, *rest)
 
     monkeypatch.setattr(method.teacher, "pseudo_label_loss", spy)
     method(_batch(), LATE)
     # 3 classes, smoothing 0.3: the smoothed target of the true class is 0.7 + 0.3 / 3 = 0.8
     assert thresholds == [pytest.approx(0.9 * 0.8)]
+
+
+def test_smooth_pseudo_labels_gives_them_the_source_labels_smoothing():
+    batch = _batch()
+    batch.target_plain = batch.target_x
+    method = _method("dann_teacher", label_smoothing=0.2, pseudo_label_threshold=0.0)  # the default
+    teacher_labels = method.teacher(batch.target_x).argmax(1)
+    expected = F.cross_entropy(method.model(batch.target_x), teacher_labels, label_smoothing=0.2)
+    out = method(batch, LATE)
+    assert torch.allclose(out.metrics["pseudo_label_loss"], expected, atol=1e-6)
+    hard = _method("dann_teacher", label_smoothing=0.2, pseudo_label_threshold=0.0, smooth_pseudo_labels=False)(batch, LATE)
+    assert not torch.allclose(hard.metrics["pseudo_label_loss"], expected, atol=1e-4)

@@ -36,6 +36,7 @@ class MethodOptions:
     cdan_features: Literal["bottleneck", "extractor"] = "bottleneck"  # CDAN conditions these on the predictions
     cdan_max_outer: int = 4096  # CDAN: above features * classes, a random multilinear map replaces the outer product
     cdan_random_dim: int = 1024  # CDAN: output size of the random multilinear map
+    cdan_dropout: float = 0.0  # CDAN: dropout after each hidden layer of its discriminator
     vada_source_weight: float = 1.0  # VADA lambda_s: virtual adversarial loss on source
     vada_target_weight: float = 0.1  # VADA lambda_t: conditional entropy + virtual adversarial loss on target
     vat_epsilon: float = 0.5  # VADA: radius of the virtual adversarial perturbation (input units)
@@ -47,11 +48,14 @@ class MethodOptions:
     # model trained with label_smoothing eps reaches (1 - eps + eps / classes)
     pseudo_label_threshold: float = 0.9
     pseudo_label_weight: float = 1.0  # self-training: weight of the pseudo-label loss (times lambda)
+    # self-training: pseudo-labels get the source labels' label_smoothing too, so target predictions
+    # are no more confident than source ones (a difference CDAN's discriminator sees but cannot undo)
+    smooth_pseudo_labels: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"method.label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        for name in ("teacher_decay", "pseudo_label_threshold"):
+        for name in ("teacher_decay", "pseudo_label_threshold", "cdan_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"method.{name} must be in [0, 1), got {getattr(self, name)}")
         if not 0.0 < self.adda_pretrain_fraction < 1.0:
@@ -158,7 +162,9 @@ class Method(nn.Module):
         # threshold is a fraction of that cap, so smoothing does not starve self-training
         smoothing, n_classes = self.options.label_smoothing, logits.shape[1]
         threshold = self.options.pseudo_label_threshold * (1.0 - smoothing + smoothing / n_classes)
-        loss, confident = self.teacher.pseudo_label_loss(logits, batch.unaugmented_target(), threshold)
+        loss, confident = self.teacher.pseudo_label_loss(
+            logits, batch.unaugmented_target(), threshold, smoothing if self.options.smooth_pseudo_labels else 0.0
+        )
         metrics = {**out.metrics, "pseudo_label_loss": loss.detach(), "confident_fraction": confident}
         return StepLoss(out.loss + self.options.pseudo_label_weight * ctx.lambda_ * loss, metrics)
 

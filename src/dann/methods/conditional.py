@@ -92,7 +92,8 @@ class CDAN(DANN):
             n_conditioned, n_classes, self.options.cdan_max_outer, self.options.cdan_random_dim
         )
         self.discriminator = mlp(
-            [self.conditional_map.out_features, *(layer.out_features for layer in domain_layers)]
+            [self.conditional_map.out_features, *(layer.out_features for layer in domain_layers)],
+            dropout=self.options.cdan_dropout,
         )
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:

@@ -34,14 +34,15 @@ class MeanTeacher(nn.Module):
             mine.copy_(theirs)
 
     def pseudo_label_loss(
-        self, student_logits: torch.Tensor, plain_target: torch.Tensor, threshold: float
+        self, student_logits: torch.Tensor, plain_target: torch.Tensor, threshold: float, label_smoothing: float = 0.0
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``mean_t 1[conf_t >= threshold] CE(student_logits_t, argmax teacher(x_t))``, and the confident fraction."""
         with torch.no_grad():
             self.network.eval()
             confidence, pseudo_labels = F.softmax(self.network(plain_target), 1).max(1)
             confident = (confidence >= threshold).float()
-        loss = (F.cross_entropy(student_logits, pseudo_labels, reduction="none") * confident).mean()
+        losses = F.cross_entropy(student_logits, pseudo_labels, reduction="none", label_smoothing=label_smoothing)
+        loss = (losses * confident).mean()
         return loss, confident.mean()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
