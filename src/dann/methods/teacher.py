@@ -36,7 +36,11 @@ class MeanTeacher(nn.Module):
     def pseudo_label_loss(
         self, student_logits: torch.Tensor, plain_target: torch.Tensor, threshold: float, label_smoothing: float = 0.0
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``mean_t 1[conf_t >= threshold] CE(student_logits_t, argmax teacher(x_t))``, and the confident fraction."""
+        """``mean_t 1[conf_t >= threshold] CE_eps(student_logits_t, argmax teacher(x_t))``, and the confident fraction.
+
+        ``CE_eps`` is cross-entropy with ``label_smoothing`` eps, the same as the source labels get
+        (see ``MethodOptions.smooth_pseudo_labels``).
+        """
         with torch.no_grad():
             self.network.eval()
             confidence, pseudo_labels = F.softmax(self.network(plain_target), 1).max(1)
