@@ -108,8 +108,17 @@ def _run(args: argparse.Namespace) -> int:
     group = distributed.init_from_env()
     try:
         out = distributed.broadcast(out, group)  # one directory, chosen by rank 0
+        problem = None
         if group.is_main:
-            prepare_output_dir(out, resume=bool(args.resume))
+            try:
+                prepare_output_dir(out, resume=bool(args.resume))
+            except DannError as err:
+                problem = str(err)
+        # every rank waits for rank 0's check: a rank that ran ahead could write into the
+        # directory before the check and make it fail as "not empty"
+        problem = distributed.broadcast(problem, group)
+        if problem is not None:
+            raise DannError(problem)
         summary = run_study(experiment, cfg, out, args.data_dir, resume=bool(args.resume))
     except TrainingInterrupted as stop:
         print(f"dann: interrupted by {stop}; continue with `dann run --resume {out}`", file=sys.stderr)
