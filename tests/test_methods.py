@@ -446,3 +446,16 @@ def test_smooth_pseudo_labels_gives_them_the_source_labels_smoothing():
     assert torch.allclose(out.metrics["pseudo_label_loss"], expected, atol=1e-6)
     hard = _method("dann_teacher", label_smoothing=0.2, pseudo_label_threshold=0.0, smooth_pseudo_labels=False)(batch, LATE)
     assert not torch.allclose(hard.metrics["pseudo_label_loss"], expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("features", ["bottleneck", "extractor"])
+def test_cdan_keeps_each_weight_once_in_its_state_dict(features):
+    torch.manual_seed(0)
+    model = DomainAdversarialNet(nn.Sequential(nn.Linear(2, 8), nn.ReLU()), mlp([8, 6, 3]), mlp([8, 4, 1]))
+    method = get_mode("cdan").method(model, MethodOptions(cdan_features=features))
+    state = method.state_dict()
+    assert len({t.data_ptr() for t in state.values()}) == len(state)
+    # a deep copy (the moving average of the weights is one) still uses the copied model's layers
+    clone = copy.deepcopy(method)
+    head = clone.model.label_predictor[-1] if features == "bottleneck" else clone.model.label_predictor
+    assert clone.classifier_parts[1] is head and set(clone.state_dict()) == set(state)

@@ -81,11 +81,14 @@ class CDAN(DANN):
     def __init__(self, model: DomainAdversarialNet, options: MethodOptions | None = None) -> None:
         super().__init__(model, options)
         domain_layers = _linears(model.domain_classifier, "domain classifier")
+        # views of the label predictor's own layers, in a tuple so nn.Module does not register
+        # them again: their weights stay once in the state dict and in checkpoints
+        self.classifier_parts: tuple[nn.Module, nn.Module]
         if self.options.cdan_features == "bottleneck":
-            self.bottleneck, self.head = split_classifier(model.label_predictor)
-            n_conditioned = self.head.in_features
+            self.classifier_parts = split_classifier(model.label_predictor)
+            n_conditioned = self.classifier_parts[1].in_features
         else:
-            self.bottleneck, self.head = nn.Identity(), model.label_predictor
+            self.classifier_parts = (nn.Identity(), model.label_predictor)
             n_conditioned = domain_layers[0].in_features
         n_classes = _linears(model.label_predictor, "label predictor")[-1].out_features
         self.conditional_map = MultilinearMap(
@@ -107,9 +110,10 @@ class CDAN(DANN):
     def adversarial_loss(
         self, features: torch.Tensor, labels: torch.Tensor, ctx: StepContext
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden = self.bottleneck(features)
+        bottleneck, head = self.classifier_parts
+        hidden = bottleneck(features)
         with torch.no_grad():
-            class_logits = self.head(hidden)  # the label predictor's output, hidden layers run once
+            class_logits = head(hidden)  # the label predictor's output, hidden layers run once
         conditioned = self.conditional_map(hidden, F.softmax(class_logits, 1))
         domain_logits = self.discriminator(grad_reverse(conditioned, self.reversal(ctx)))
         return domain_loss(domain_logits, labels, self.sample_weights(class_logits, labels)), domain_logits
