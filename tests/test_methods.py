@@ -9,6 +9,7 @@ vada 0.980). A method must beat source_only by 0.15, which a method that stopped
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -22,8 +23,9 @@ from dann.experiments import get_experiment
 from dann.experiments.study import resolve_config
 from dann.methods import MODES, MethodOptions, StepContext, get_mode
 from dann.methods.alternating import generator_loss
-from dann.methods.base import domain_loss
+from dann.methods.base import class_imbalance, domain_loss
 from dann.methods.conditional import MultilinearMap
+from dann.methods.teacher import DistributionAlignment
 from dann.methods.vada import virtual_adversarial_kl
 from dann.models.network import DomainAdversarialNet, mlp, mlp_network
 from dann.train.loop import TrainConfig, train
@@ -280,6 +282,24 @@ def test_entropy_weight_adds_target_entropy_to_any_method(mode):
     assert torch.allclose(on.loss - off.loss, 0.5 * on.metrics["target_entropy"], atol=1e-5)
 
 
+@pytest.mark.parametrize("mode", list(MODES))
+def test_class_balance_weight_adds_the_target_class_imbalance_to_any_method(mode):
+    off, on = _loss(mode), _loss(mode, class_balance_weight=0.5)
+    assert on.metrics["class_imbalance"] > 0
+    assert torch.allclose(on.loss - off.loss, 0.5 * on.metrics["class_imbalance"], atol=1e-5)
+
+
+def test_class_imbalance_is_zero_for_even_class_use_and_log_c_for_collapse():
+    even = torch.eye(4) * 20.0  # four confident predictions, one per class
+    collapsed = torch.zeros(4, 4).index_fill_(1, torch.tensor([2]), 20.0)  # all confident in class 2
+    assert class_imbalance(even).item() == pytest.approx(0.0, abs=1e-6)
+    assert class_imbalance(collapsed).item() == pytest.approx(math.log(4), abs=1e-6)
+    # its gradient moves the over-used class's logit down and the unused classes' up
+    logits = torch.tensor([[3.0, 0.0, 0.0], [3.0, 0.0, 0.0], [0.0, 3.0, 0.0]], requires_grad=True)
+    class_imbalance(logits).backward()
+    assert (logits.grad[:, 0] > 0).all() and (logits.grad[:, 2] < 0).all()
+
+
 @pytest.mark.parametrize(
     "mode, key, factor",
     [
@@ -337,7 +357,7 @@ def test_pseudo_labels_are_the_confident_teacher_predictions_on_the_unaugmented_
 
 def test_invalid_options_are_config_errors():
 
-    for bad in ({"adda_pretrain_fraction": 1.0}, {"entropy_weight": -1.0}, {"cdan_random_dim": 0}, {"label_smoothing": 1},
+    for bad in ({"adda_pretrain_fraction": 1.0}, {"entropy_weight": -1.0}, {"class_balance_weight": -0.1}, {"cdan_random_dim": 0}, {"label_smoothing": 1},
                 {"teacher_decay": 1.0}, {"pseudo_label_threshold": -0.1}, {"pseudo_label_weight": -1.0}):
         with pytest.raises(ConfigError):
             MethodOptions(**bad)
@@ -446,6 +466,43 @@ def test_smooth_pseudo_labels_gives_them_the_source_labels_smoothing():
     assert torch.allclose(out.metrics["pseudo_label_loss"], expected, atol=1e-6)
     hard = _method("dann_teacher", label_smoothing=0.2, pseudo_label_threshold=0.0, smooth_pseudo_labels=False)(batch, LATE)
     assert not torch.allclose(hard.metrics["pseudo_label_loss"], expected, atol=1e-4)
+
+
+def test_distribution_alignment_moves_target_class_use_to_the_sources():
+    align = DistributionAlignment(3, decay=0.0)  # decay 0: the running averages are this batch's
+    probs = torch.tensor([[0.9, 0.05, 0.05], [0.8, 0.1, 0.1], [0.6, 0.3, 0.1], [0.2, 0.1, 0.7]])
+    source_labels = torch.tensor([0, 1, 2, 0, 1, 2])  # the source uses the classes evenly
+    aligned = align(probs, source_labels)
+    scaled = probs * (torch.full((3,), 1 / 3) / probs.mean(0))
+    assert torch.allclose(aligned, scaled / scaled.sum(1, keepdim=True))
+    assert torch.allclose(aligned.sum(1), torch.ones(4))
+    # class 0, over-used on the target, loses: the third image's label moves to class 1, and the
+    # second image falls below a 0.8 threshold it passed before
+    assert aligned.argmax(1).tolist() == [0, 0, 1, 2]
+    assert probs[1, 0] >= 0.8 > aligned[1, 0]
+    # target already used like the source: nothing changes; eval mode leaves the averages alone
+    align.eval()
+    align.target_mean.copy_(align.source_frequency)
+    assert torch.allclose(align(probs, torch.tensor([0, 0, 0])), probs)
+    assert torch.allclose(align.source_frequency, torch.full((3,), 1 / 3))
+
+
+def test_align_pseudo_labels_gives_the_teacher_an_alignment_and_uses_the_source_labels(monkeypatch):
+    assert _method("dann_teacher").teacher.alignment is None
+    method = _method("dann_teacher", align_pseudo_labels=True, pseudo_label_threshold=0.0)
+    assert "teacher.alignment.target_mean" in method.state_dict()
+    seen = []
+    original = method.teacher.alignment.forward
+
+    def spy(probs, source_labels):
+        seen.append(source_labels)
+        return original(probs, source_labels)
+
+    monkeypatch.setattr(method.teacher.alignment, "forward", spy)
+    batch = _batch()
+    method(batch, LATE)
+    assert len(seen) == 1 and torch.equal(seen[0], batch.source_y)
+    assert not torch.allclose(method.teacher.alignment.target_mean, torch.full_like(method.teacher.alignment.target_mean, 1 / 3))
 
 
 @pytest.mark.parametrize("features", ["bottleneck", "extractor"])

@@ -7,6 +7,7 @@ any parameters a method adds) and may split a step into stages with their own op
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, Literal
@@ -17,7 +18,7 @@ from torch import nn
 
 from dann.data.batches import Batch
 from dann.errors import ConfigError
-from dann.methods.teacher import MeanTeacher
+from dann.methods.teacher import DistributionAlignment, MeanTeacher
 from dann.models.network import DomainAdversarialNet
 
 
@@ -29,6 +30,9 @@ class MethodOptions:
     label_smoothing: float = 0.0  # on the source label loss
     transfer_weight: float = 1.0  # multiplies the adversarial (domain) loss
     entropy_weight: float = 0.0  # target prediction entropy minimisation, any method (0: off)
+    # any method: log C - H(mean target prediction), i.e. KL to uniform class use, so target
+    # predictions stay spread over the classes instead of collapsing onto a few (0: off)
+    class_balance_weight: float = 0.0
     # GAN-style methods (dann_alternating, adda): the extractor's loss against the discriminator,
     # see dann.methods.alternating.generator_loss
     generator_loss: Literal["flip", "uniform", "minimax"] = "flip"
@@ -51,6 +55,9 @@ class MethodOptions:
     # self-training: pseudo-labels get the source labels' label_smoothing too, so target predictions
     # are no more confident than source ones (a difference CDAN's discriminator sees but cannot undo)
     smooth_pseudo_labels: bool = True
+    # self-training: align the teacher's target probabilities to the source class frequencies
+    # before thresholding, so a class over-predicted on the target stops collecting pseudo-labels
+    align_pseudo_labels: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.label_smoothing < 1.0:
@@ -60,7 +67,7 @@ class MethodOptions:
                 raise ConfigError(f"method.{name} must be in [0, 1), got {getattr(self, name)}")
         if not 0.0 < self.adda_pretrain_fraction < 1.0:
             raise ConfigError(f"method.adda_pretrain_fraction must be in (0, 1), got {self.adda_pretrain_fraction}")
-        for name in ("transfer_weight", "entropy_weight", "vada_source_weight", "vada_target_weight", "vat_epsilon", "pseudo_label_weight"):
+        for name in ("transfer_weight", "entropy_weight", "class_balance_weight", "vada_source_weight", "vada_target_weight", "vat_epsilon", "pseudo_label_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"method.{name} must be 0 or more, got {getattr(self, name)}")
         for name in ("cdan_max_outer", "cdan_random_dim"):
@@ -109,7 +116,11 @@ class Method(nn.Module):
                     f"method.self_training needs a one-stage method that takes it (source_only, dann, dann_deep, cdan, cdan_e, vada); "
                     f"{self.name} does not"
                 )
-            self.teacher = MeanTeacher(model, self.options.teacher_decay)
+            alignment = None
+            if self.options.align_pseudo_labels:
+                n_classes = [m for m in model.label_predictor.modules() if isinstance(m, nn.Linear)][-1].out_features
+                alignment = DistributionAlignment(n_classes, self.options.teacher_decay)
+            self.teacher = MeanTeacher(model, self.options.teacher_decay, alignment)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Which parameters each stage's optimiser updates (never the teacher's)."""
@@ -130,20 +141,30 @@ class Method(nn.Module):
         return F.cross_entropy(logits, labels, label_smoothing=self.options.label_smoothing)
 
     def add_target_entropy(self, out: StepLoss, target_logits: Callable[[], torch.Tensor]) -> StepLoss:
-        """``out`` plus ``entropy_weight * mean_t H(p(y | x_t))``, the option every method takes.
+        """``out`` plus the two target entropy terms every method takes, each when its weight is set.
 
-        Minimising the entropy of target predictions pushes decision boundaries out of dense
-        target regions (the cluster assumption; Grandvalet & Bengio 2005). ``target_logits`` is
-        called only when the option is on, so a method that ignores the target batch pays nothing.
+        ``entropy_weight * mean_t H(p_t)``: minimising the entropy of each target prediction pushes
+        decision boundaries out of dense target regions (the cluster assumption; Grandvalet &
+        Bengio 2005). ``class_balance_weight * (log C - H(mean_t p_t))``: alone, confidence is
+        also won by predicting fewer classes; keeping the batch's average prediction near uniform
+        forbids that (the diversity half of information maximisation, as in SHOT, Liang et al.
+        2020; French et al. 2018's class balance). ``target_logits`` is called only when a term
+        is on, so a method that ignores the target batch pays nothing.
         """
-        if self.options.entropy_weight == 0:
+        options = self.options
+        if options.entropy_weight == 0 and options.class_balance_weight == 0:
             return out
-        target_entropy = entropy(target_logits()).mean()
-        return StepLoss(
-            out.loss + self.options.entropy_weight * target_entropy,
-            {**out.metrics, "target_entropy": target_entropy.detach()},
-        )
-
+        logits = target_logits()
+        loss, metrics = out.loss, dict(out.metrics)
+        if options.entropy_weight:
+            target_entropy = entropy(logits).mean()
+            loss = loss + options.entropy_weight * target_entropy
+            metrics["target_entropy"] = target_entropy.detach()
+        if options.class_balance_weight:
+            imbalance = class_imbalance(logits)
+            loss = loss + options.class_balance_weight * imbalance
+            metrics["class_imbalance"] = imbalance.detach()
+        return StepLoss(loss, metrics)
 
     def add_self_training(
         self, out: StepLoss, batch: Batch, student_target_logits: Callable[[], torch.Tensor], ctx: StepContext
@@ -163,7 +184,11 @@ class Method(nn.Module):
         smoothing, n_classes = self.options.label_smoothing, logits.shape[1]
         threshold = self.options.pseudo_label_threshold * (1.0 - smoothing + smoothing / n_classes)
         loss, confident = self.teacher.pseudo_label_loss(
-            logits, batch.unaugmented_target(), threshold, smoothing if self.options.smooth_pseudo_labels else 0.0
+            logits,
+            batch.unaugmented_target(),
+            threshold,
+            smoothing if self.options.smooth_pseudo_labels else 0.0,
+            batch.source_y,
         )
         metrics = {**out.metrics, "pseudo_label_loss": loss.detach(), "confident_fraction": confident}
         return StepLoss(out.loss + self.options.pseudo_label_weight * ctx.lambda_ * loss, metrics)
@@ -186,6 +211,12 @@ def domain_loss(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor
 def entropy(logits: torch.Tensor) -> torch.Tensor:
     """Per-sample entropy ``H(p) = -sum_k p_k log p_k`` of ``p = softmax(logits)``, shape ``(N,)``."""
     return -(F.softmax(logits, 1) * F.log_softmax(logits, 1)).sum(1)
+
+
+def class_imbalance(logits: torch.Tensor) -> torch.Tensor:
+    """``log C - H(mean_i p_i)``: the KL divergence from uniform of the average prediction; 0 when classes are used evenly."""
+    mean_p = F.softmax(logits, 1).mean(0)
+    return math.log(logits.shape[1]) + (mean_p * torch.log(mean_p.clamp_min(1e-12))).sum()
 
 
 def domain_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
