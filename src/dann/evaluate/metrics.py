@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from dann.data.domains import DomainData, Split
-from dann.methods.base import Method
+from dann.methods.base import Method, class_imbalance, entropy
 
 
 @torch.no_grad()
@@ -43,10 +43,9 @@ def information_maximisation(method: Method, features: torch.Tensor) -> float:
     large-scale benchmark ranking for unsupervised domain adaptation") found it among the
     better such validators. A ranking aid, not an accuracy: a confidently wrong model scores high.
     """
-    p = F.softmax(method.model.classify(features), 1)
-    mean_entropy = -(p * torch.log(p.clamp_min(1e-12))).sum(1).mean()
-    p_mean = p.mean(0)
-    return float(-(p_mean * torch.log(p_mean.clamp_min(1e-12))).sum() - mean_entropy)
+    logits = method.model.classify(features)
+    mean_prediction_entropy = math.log(logits.shape[1]) - class_imbalance(logits)
+    return float(mean_prediction_entropy - entropy(logits).mean())
 
 
 def domain_probe_accuracy(
