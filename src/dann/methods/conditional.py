@@ -12,14 +12,7 @@ from dann.errors import ConfigError
 from dann.methods.adversarial import DANN
 from dann.methods.base import MethodOptions, StepContext, domain_loss, entropy
 from dann.models.grl import grad_reverse
-from dann.models.network import DomainAdversarialNet, mlp
-
-
-def _linears(module: nn.Module, what: str) -> list[nn.Linear]:
-    layers = [m for m in module.modules() if isinstance(m, nn.Linear)]
-    if not layers:
-        raise ConfigError(f"cdan sizes its discriminator from the model's {what}, which has no nn.Linear layer")
-    return layers
+from dann.models.network import DomainAdversarialNet, linear_layers, mlp
 
 
 class MultilinearMap(nn.Module):
@@ -51,7 +44,7 @@ def split_classifier(label_predictor: nn.Module) -> tuple[nn.Module, nn.Linear]:
 
     A label predictor that is a single linear layer has no bottleneck (the identity).
     """
-    last = _linears(label_predictor, "label predictor")[-1]
+    last = linear_layers(label_predictor, "label predictor")[-1]
     if isinstance(label_predictor, nn.Sequential) and label_predictor[-1] is last:
         return label_predictor[:-1], last
     if label_predictor is last:
@@ -80,7 +73,7 @@ class CDAN(DANN):
 
     def __init__(self, model: DomainAdversarialNet, options: MethodOptions | None = None) -> None:
         super().__init__(model, options)
-        domain_layers = _linears(model.domain_classifier, "domain classifier")
+        domain_layers = linear_layers(model.domain_classifier, "domain classifier")
         # views of the label predictor's own layers, in a tuple so nn.Module does not register
         # them again: their weights stay once in the state dict and in checkpoints
         self.classifier_parts: tuple[nn.Module, nn.Module]
@@ -90,7 +83,7 @@ class CDAN(DANN):
         else:
             self.classifier_parts = (nn.Identity(), model.label_predictor)
             n_conditioned = domain_layers[0].in_features
-        n_classes = _linears(model.label_predictor, "label predictor")[-1].out_features
+        n_classes = linear_layers(model.label_predictor, "label predictor")[-1].out_features
         self.conditional_map = MultilinearMap(
             n_conditioned, n_classes, self.options.cdan_max_outer, self.options.cdan_random_dim
         )

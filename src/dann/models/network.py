@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dann.errors import ConfigError
 from dann.models.grl import grad_reverse
 
 
@@ -38,6 +39,14 @@ class DomainAdversarialNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits: what a trained model is used for."""
         return self.classify(self.features(x))
+
+
+def linear_layers(module: nn.Module, what: str) -> list[nn.Linear]:
+    """The ``nn.Linear`` layers of ``module`` in order; a config error naming ``what`` if there are none."""
+    layers = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    if not layers:
+        raise ConfigError(f"the model's {what} has no nn.Linear layer to size from")
+    return layers
 
 
 def mlp(sizes: list[int], dropout: float = 0.0) -> nn.Sequential:
