@@ -145,9 +145,9 @@ class Method(nn.Module):
 
         ``entropy_weight * mean_t H(p_t)``: minimising the entropy of each target prediction pushes
         decision boundaries out of dense target regions (the cluster assumption; Grandvalet &
-        Bengio 2005). ``class_balance_weight * (log C - H(mean_t p_t))``: alone, confidence is
-        also won by predicting fewer classes; keeping the batch's average prediction near uniform
-        forbids that (the diversity half of information maximisation, as in SHOT, Liang et al.
+        Bengio 2005). ``class_balance_weight * (log C - H(mean_t p_t))``: entropy minimisation
+        alone is also won by predicting fewer classes; keeping the batch's average prediction
+        near uniform forbids that (the diversity half of information maximisation, as in SHOT, Liang et al.
         2020; French et al. 2018's class balance). ``target_logits`` is called only when a term
         is on, so a method that ignores the target batch pays nothing.
         """
