@@ -19,7 +19,7 @@ from torch import nn
 from dann.data.batches import Batch
 from dann.errors import ConfigError
 from dann.methods.teacher import DistributionAlignment, MeanTeacher
-from dann.models.network import DomainAdversarialNet, linear_layers
+from dann.models.network import DomainAdversarialNet
 
 
 @dataclass
@@ -118,8 +118,7 @@ class Method(nn.Module):
                 )
             alignment = None
             if self.options.align_pseudo_labels:
-                n_classes = linear_layers(model.label_predictor, "label predictor")[-1].out_features
-                alignment = DistributionAlignment(n_classes, self.options.teacher_decay)
+                alignment = DistributionAlignment(model.n_classes, self.options.teacher_decay)
             self.teacher = MeanTeacher(model, self.options.teacher_decay, alignment)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:

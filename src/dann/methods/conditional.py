@@ -83,9 +83,8 @@ class CDAN(DANN):
         else:
             self.classifier_parts = (nn.Identity(), model.label_predictor)
             n_conditioned = domain_layers[0].in_features
-        n_classes = linear_layers(model.label_predictor, "label predictor")[-1].out_features
         self.conditional_map = MultilinearMap(
-            n_conditioned, n_classes, self.options.cdan_max_outer, self.options.cdan_random_dim
+            n_conditioned, model.n_classes, self.options.cdan_max_outer, self.options.cdan_random_dim
         )
         self.discriminator = mlp(
             [self.conditional_map.out_features, *(layer.out_features for layer in domain_layers)],

@@ -39,21 +39,19 @@ class MeanTeacher(nn.Module):
         student_logits: torch.Tensor,
         plain_target: torch.Tensor,
         threshold: float,
-        label_smoothing: float = 0.0,
-        source_labels: torch.Tensor | None = None,
+        label_smoothing: float,
+        source_labels: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``mean_t 1[conf_t >= threshold] CE_eps(student_logits_t, argmax teacher(x_t))``, and the confident fraction.
 
         ``CE_eps`` is cross-entropy with ``label_smoothing`` eps, the same as the source labels get
         (see ``MethodOptions.smooth_pseudo_labels``). With an ``alignment``, the teacher's
-        probabilities are first aligned to the class frequencies of ``source_labels``.
+        probabilities are first aligned to the class frequencies of ``source_labels`` (the batch's).
         """
         with torch.no_grad():
             self.network.eval()
             probs = F.softmax(self.network(plain_target), 1)
             if self.alignment is not None:
-                if source_labels is None:
-                    raise ValueError("distribution alignment needs the batch's source labels")
                 probs = self.alignment(probs, source_labels)
             confidence, pseudo_labels = probs.max(1)
             confident = (confidence >= threshold).float()

@@ -26,6 +26,11 @@ class DomainAdversarialNet(nn.Module):
         self.label_predictor = label_predictor
         self.domain_classifier = domain_classifier
 
+    @property
+    def n_classes(self) -> int:
+        """``C``, the output size of the label predictor's last linear layer."""
+        return linear_layers(self.label_predictor, "label predictor")[-1].out_features
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.feature_extractor(x)
 
