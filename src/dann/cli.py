@@ -12,13 +12,17 @@ from pathlib import Path
 from typing import NoReturn
 
 
-from dann.config import load_yaml, merge, parse_overrides
+import yaml
+
+from dann.config import load_yaml, parse_overrides, to_dict
 from dann.data.mnist import fetch_mnist
 from dann.data.mnistm import build_mnistm
 from dann.errors import DannError
-from dann.experiments import EXPERIMENTS, get_experiment
-from dann.experiments.study import format_table, resolve_config, run_study
-from dann.methods import MODES
+from dann.experiments import EXPERIMENTS, get_experiment, resolve_config
+from dann.experiments.study import format_table, run_study
+from dann.methods import METHODS
+from dann.models.registry import NETWORKS
+from dann.registry import Registry, import_plugins
 from dann.train import distributed
 from dann.train.loop import TrainingInterrupted
 
@@ -31,11 +35,19 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _list() -> str:
-    width = max(len(name) for name in [*EXPERIMENTS, *MODES])
-    lines = ["experiments:"]
-    lines += [f"  {name:<{width}} {e.description}" for name, e in EXPERIMENTS.items()]
-    lines += ["modes (--set modes=[...]):"]
-    lines += [f"  {name:<{width}} {mode.description}" for name, mode in MODES.items()]
+    """Everything registered, marked by where it came from (built-in or the plugin module)."""
+    sections: list[tuple[str, Registry]] = [
+        ("experiments (dann run NAME)", EXPERIMENTS), ("methods (--set modes=[...])", METHODS),
+        ("networks (--set model.network=NAME)", NETWORKS),
+    ]
+    width = max(len(name) for _, registry in sections for name in registry)
+    lines = []
+    for title, registry in sections:
+        lines.append(f"{title}:")
+        for name, entry in registry.items():
+            origin = registry.origin(name)
+            mark = "" if origin == "built-in" else f"  [{origin}]"
+            lines.append(f"  {name:<{width}} {entry.description}{mark}")
     return "\n".join(lines)
 
 
@@ -47,21 +59,29 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="train every mode of an experiment and write a comparison",
         description="Train the experiment's modes from one seed; write config.yaml, summary.json, "
-        "metrics/, plots/ and tb/ into the output directory.",
-        epilog=_list(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "metrics/, plots/ and tb/ into the output directory. `dann run --list` lists experiments, methods and networks.",
     )
     run.add_argument("experiment", nargs="?", help="which experiment (see --list)")
     run.add_argument("--list", action="store_true", help="list experiments and modes, then exit")
     run.add_argument("--out", type=Path, help="output directory (default: runs/EXPERIMENT-TIMESTAMP)")
     run.add_argument("--seed", type=int, help="random seed (same seed, same results)")
     run.add_argument("--config", type=Path, help="start from a config.yaml written by an earlier run")
+    run.add_argument("--recipe", help="a named recipe of the experiment (see `dann recipes`)")
+    run.add_argument(
+        "--import", dest="plugins", action="append", default=[], metavar="MODULE",
+        help="import MODULE first, so the methods, networks and experiments it registers exist (repeatable)",
+    )
+    run.add_argument("--print-config", action="store_true", help="print the resolved config and exit without training")
     run.add_argument("--resume", type=Path, metavar="DIR", help="continue an interrupted run in DIR from its last checkpoint")
     run.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a config key, e.g. --set train.steps=500 --set modes=[dann,source_only]",
     )
     run.add_argument("--data-dir", help="where input data lives (default: $DANN_DATA, else the user cache)")
+
+    recipes = commands.add_parser("recipes", help="list the named recipes of each experiment")
+    recipes.add_argument("experiment", nargs="?", help="only this experiment's")
+    recipes.add_argument("--import", dest="plugins", action="append", default=[], metavar="MODULE")
 
     data = commands.add_parser("data", help="fetch or build input data sets")
     data_commands = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
@@ -85,25 +105,42 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recipes(args: argparse.Namespace) -> int:
+    import_plugins(args.plugins)
+    names = [args.experiment] if args.experiment else list(EXPERIMENTS)
+    for name in names:
+        experiment = get_experiment(name)
+        print(f"{name}:")
+        for recipe, path in experiment.recipes().items():
+            about = "the experiment's defaults" if path is None else path.read_text().splitlines()[0].lstrip("# ")
+            print(f"  {recipe:<10} {about}")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
+    import_plugins(args.plugins)
     if args.list:
         print(_list())
         return 0
     if args.resume:
-        if args.experiment or args.overrides or args.config or args.out or args.seed is not None:
+        if args.experiment or args.overrides or args.config or args.out or args.seed is not None or args.recipe:
             raise DannError("--resume DIR takes its experiment and config from DIR/config.yaml; give nothing else")
-        saved = load_yaml(args.resume / "config.yaml")
-        experiment = get_experiment(str(saved.get("experiment")))
-        cfg, out = resolve_config(experiment, saved), args.resume
+        saved = args.resume / "config.yaml"
+        experiment = get_experiment(str(load_yaml(saved).get("experiment")))
+        cfg, out = resolve_config(experiment, file=saved), args.resume
     else:
         if not args.experiment:
             raise DannError("name an experiment, e.g. `dann run blobs` (see `dann run --list`)")
         experiment = get_experiment(args.experiment)
-        overrides = load_yaml(args.config) if args.config else {}
-        overrides = merge(overrides, parse_overrides(args.overrides))
+        overrides = parse_overrides(args.overrides)
         if args.seed is not None:
             overrides["seed"] = args.seed
-        cfg = resolve_config(experiment, overrides)
+        if args.recipe is not None:
+            overrides["recipe"] = args.recipe
+        cfg = resolve_config(experiment, overrides, file=args.config)
+        if args.print_config:
+            print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+            return 0
         out = args.out or Path("runs") / f"{experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     group = distributed.init_from_env()
     try:
@@ -119,7 +156,7 @@ def _run(args: argparse.Namespace) -> int:
         problem = distributed.broadcast(problem, group)
         if problem is not None:
             raise DannError(problem)
-        summary = run_study(experiment, cfg, out, args.data_dir, resume=bool(args.resume))
+        summary = run_study(experiment, cfg, out, args.data_dir, resume=bool(args.resume), plugins=args.plugins)
     except TrainingInterrupted as stop:
         print(f"dann: interrupted by {stop}; continue with `dann run --resume {out}`", file=sys.stderr)
         return 130
@@ -153,7 +190,8 @@ def prepare_output_dir(out: Path, resume: bool, min_free_bytes: int = 100 * 2**2
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return _data(args) if args.command == "data" else _run(args)
+        commands = {"data": _data, "run": _run, "recipes": _recipes}
+        return commands[args.command](args)
     except DannError as err:
         print(f"dann: error: {err}", file=sys.stderr)
         return 2

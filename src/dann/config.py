@@ -6,6 +6,7 @@ Every run writes its fully resolved config, so a run can be repeated from that f
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -65,8 +66,15 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
+        if math.isnan(value):
+            raise ConfigError(f"config key '{key}' must be a number, got NaN")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -80,10 +88,30 @@ def _fields(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init}
 
 
+def extra_keys(**kwargs: Any) -> Any:
+    """A dataclass field that collects the section's keys no other field names (as a dict).
+
+    For sections whose further keys belong to a plugin's own options (a network's, a method's):
+    the owning dataclass validates them in ``__post_init__``, where it knows which plugin is
+    chosen. In YAML they sit beside the section's own keys, not under the field's name.
+    """
+    return dataclasses.field(default_factory=dict, metadata={"extra_keys": True}, **kwargs)
+
+
+def _extra_field(cls: type) -> str | None:
+    return next((f.name for f in dataclasses.fields(cls) if f.metadata.get("extra_keys")), None)
+
+
 def from_dict(cls: type[C], data: Mapping[str, Any], prefix: str = "") -> C:
     """Build dataclass ``cls`` from a (nested) mapping; unknown keys and wrong types raise ConfigError."""
     fields = _fields(cls)
+    extra = _extra_field(cls)
     unknown = sorted(set(data) - set(fields))
+    if extra is not None:
+        fields.pop(extra)
+        unknown = sorted(set(data) - set(fields))
+        values = {name: _coerce(data[name], fields[name], prefix + name) for name in data if name in fields}
+        return cls(**values, **{extra: {name: data[name] for name in unknown}})
     if unknown:
         raise ConfigError(
             f"unknown config key '{prefix}{unknown[0]}'; known keys here: "
@@ -95,7 +123,25 @@ def from_dict(cls: type[C], data: Mapping[str, Any], prefix: str = "") -> C:
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     """Plain nested dict of a config dataclass (lists, not tuples, so YAML stays simple)."""
-    return _plain(dataclasses.asdict(cfg))
+    return _plain(_as_dict(cfg))
+
+
+def _as_dict(value: Any) -> Any:
+    """``dataclasses.asdict``, except that an :func:`extra_keys` field's content joins its parent section."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out = {}
+        for f in dataclasses.fields(value):
+            item = _as_dict(getattr(value, f.name))
+            if f.metadata.get("extra_keys"):
+                out.update(item)
+            else:
+                out[f.name] = item
+        return out
+    if isinstance(value, Mapping):
+        return {k: _as_dict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_as_dict(v) for v in value]
+    return value
 
 
 def _plain(value: Any) -> Any:

@@ -7,6 +7,7 @@ so a model fitted here is trained exactly like ``dann run`` trains it.
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -23,10 +24,11 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from dann.config import from_dict
 from dann.data.domains import DomainData, Split
 from dann.evaluate.metrics import extract_features
-from dann.methods import MODES, MethodOptions, Mode
-from dann.models.mnist_cnn import mnist_network
-from dann.models.network import DomainAdversarialNet, mlp_network
-from dann.train.loop import TrainConfig, train
+from dann.fit import fit
+from dann.methods import METHODS, MethodConfig, get_method, resolve_method_options
+from dann.models.network import DomainAdversarialNet
+from dann.models.registry import ModelConfig, NetworkRequest
+from dann.train.loop import TrainConfig
 
 #: ``network(n_features or sample shape, n_classes, n_domain_outputs)`` -> a fresh network
 NetworkFactory = Callable[[Any, int, int], DomainAdversarialNet]
@@ -38,12 +40,12 @@ class NoTargetDataWarning(UserWarning):
 
 def adaptation_modes() -> list[str]:
     """The registered modes that never read target labels: the ones an estimator can fit."""
-    return [name for name, mode in MODES.items() if not mode.method.uses_target_labels]
+    return [name for name, entry in METHODS.items() if not entry.cls.uses_target_labels]
 
 
 def _unlabelled(x: torch.Tensor) -> Split:
-    """A split whose labels are a placeholder: target labels are unknown and no allowed mode reads them."""
-    return Split(x, torch.zeros(len(x), dtype=torch.long))
+    """A split without labels: target labels are unknown."""
+    return Split(x)
 
 
 def _standardised(X: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> torch.Tensor:
@@ -83,26 +85,30 @@ class DANNClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Transform
         and ramp the adversarial weight from 0 to ``lambda_max``; ``ema_decay > 0`` predicts
         with a moving average of the weights).
     domain_loss, label_smoothing, transfer_weight
-        As in :class:`dann.methods.MethodOptions`.
+        As in :class:`dann.methods.MethodConfig`.
     method_options : dict or None, default=None
-        Further :class:`dann.methods.MethodOptions` fields, the knobs of particular modes
-        (e.g. ``{"adda_pretrain_fraction": 0.3}``); unknown names raise ValueError.
+        Further settings, flat: any :class:`dann.methods.MethodConfig` field (e.g.
+        ``{"entropy_weight": 0.1}``) or an option of the mode's own (e.g. ``{"pretrain_fraction": 0.3}``
+        for "adda"); unknown names raise ValueError.
     standardize : bool, default=True
         Centre and scale inputs per feature (vectors) or per channel (images) with statistics of
         source and target together; the default networks train poorly on raw scales.
     unlabeled_label : scalar or None, default=None
         The value of ``y`` that marks a row of ``X`` as an unlabelled target sample (e.g. -1).
         None: every row of ``X`` is labelled source.
-    network : callable or None, default=None
-        ``network(n_features_or_shape, n_classes, n_domain_outputs) -> DomainAdversarialNet``,
+    network : str, callable or None, default=None
+        A registered network's name (``dann run --list``; its default options, the domain sizes
+        above), or ``network(n_features_or_shape, n_classes, n_domain_outputs) -> DomainAdversarialNet``,
         called with ``n_features`` (int) for 2-D ``X`` and the sample shape (tuple) otherwise.
-        Replaces the defaults: an MLP for ``(n, n_features)``, the paper's MNIST CNN for
-        ``(n, C, 28, 28)``; ``hidden`` and the domain sizes then do not apply.
+        None: "mlp" (with ``hidden``) for ``(n, n_features)``, the paper's CNN "lenet" for
+        ``(n, C, H, W)`` images (H and W multiples of 4).
     random_state : int, RandomState instance or None, default=None
         Seeds network initialisation and batch order: an int gives identical refits (it is the
         seed itself, as ``dann run --seed``); torch's global RNG is left as it was.
     verbose : bool, default=False
         Show a progress bar while training.
+    device : str, default="cpu"
+        Where to train and predict: "cpu", "cuda", "cuda:N" or "auto" (CUDA when available).
 
     Attributes
     ----------
@@ -146,6 +152,7 @@ class DANNClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Transform
         network: NetworkFactory | None = None,
         random_state: int | np.random.RandomState | None = None,
         verbose: bool = False,
+        device: str = "cpu",
     ) -> None:
         self.mode = mode
         self.hidden = hidden
@@ -171,6 +178,7 @@ class DANNClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Transform
         self.network = network
         self.random_state = random_state
         self.verbose = verbose
+        self.device = device
 
     def __sklearn_tags__(self) -> Tags:
         tags = super().__sklearn_tags__()
@@ -196,8 +204,8 @@ class DANNClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Transform
         -------
         self : DANNClassifier
         """
-        mode = self._mode()
-        options = self._method_options()
+        self._check_mode()
+        options = self._method_config()
         cfg = self._train_config()
         X, y = validate_data(self, X, y, allow_nd=True, dtype=np.float32)
         is_target = np.zeros(len(y), dtype=bool) if self.unlabeled_label is None else y.astype(object) == self.unlabeled_label
@@ -225,12 +233,9 @@ class DANNClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Transform
         data = _domain_data(source, _unlabelled(_standardised(target_x, mean, scale)), len(encoder.classes_))
         seed = self._seed()
         with torch.random.fork_rng(devices=[]):  # seed our run without touching the caller's torch RNG
-            torch.manual_seed(seed)
-            network = self._build_network(X.shape[1:], mode, len(encoder.classes_), 1 if options.domain_loss == "bce" else 2)
-            method = mode.method(network, options)
-            result = train(method, data, cfg, seed)
+            fitted = fit(data, self.mode, model=self._model(X.shape[1:]), config=options, train_config=cfg, seed=seed)
         self.classes_, self.input_shape_, self.input_mean_, self.input_scale_ = encoder.classes_, X.shape[1:], mean, scale
-        self.method_, self.network_, self.n_iter_ = method, network, result.steps
+        self.method_, self.network_, self.n_iter_ = fitted.method, fitted.method.model, fitted.steps
         self._n_features_out = self._extract(source_x[:1]).shape[1]
         return self
 
@@ -256,12 +261,11 @@ class DANNClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Transform
         """The learned features (the feature extractor's output), ``(n_samples, n_features_out)``, float32."""
         return self._features(X).numpy()
 
-    def _mode(self) -> Mode:
+    def _check_mode(self) -> None:
         allowed = adaptation_modes()
         if self.mode not in allowed:
-            why = "reads target labels, which fit never receives" if self.mode in MODES else "is not a registered mode"
+            why = "reads target labels, which fit never receives" if self.mode in METHODS else "is not a registered method"
             raise ValueError(f"mode {self.mode!r} {why}; choose from {', '.join(allowed)}")
-        return MODES[self.mode]
 
     def _seed(self) -> int:
         """An int ``random_state`` is the seed itself, so a fit reproduces ``dann run`` with ``--seed`` exactly."""
@@ -269,18 +273,26 @@ class DANNClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Transform
             return int(self.random_state)
         return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
 
-    def _method_options(self) -> MethodOptions:
+    def _method_config(self) -> MethodConfig:
+        """The shared settings, plus ``method_options``: shared keys and the mode's own options, flat."""
         common = {name: getattr(self, name) for name in ("domain_loss", "label_smoothing", "transfer_weight")}
         extra = dict(self.method_options or {})
         both = sorted(set(common) & set(extra))
         if both:
             raise ValueError(f"{both[0]} is a parameter of its own; do not repeat it in method_options")
-        return from_dict(MethodOptions, {**common, **extra})
+        options_cls = get_method(self.mode).options_cls
+        own = {f.name for f in dataclasses.fields(options_cls)} if options_cls is not None else set()
+        config = from_dict(MethodConfig, {**common, **{k: v for k, v in extra.items() if k not in own}})
+        if config.per_method:
+            raise ValueError(f"unknown method option {sorted(config.per_method)[0]!r} for mode {self.mode!r}")
+        if own & set(extra):
+            config.per_method = {self.mode: {k: v for k, v in extra.items() if k in own}}
+        return resolve_method_options(config, [self.mode])
 
     def _train_config(self) -> TrainConfig:
         names = ("steps", "batch_size", "optimizer", "lr", "momentum", "weight_decay")
         names += ("lr_schedule", "lambda_schedule", "lambda_max", "gamma", "ema_decay")
-        return from_dict(TrainConfig, {**{name: getattr(self, name) for name in names}, "progress_bar": self.verbose})
+        return from_dict(TrainConfig, {**{name: getattr(self, name) for name in names}, "progress_bar": self.verbose, "device": self.device})
 
     def _check_target(self, X_target: Any, sample_shape: tuple[int, ...]) -> np.ndarray:
         X_target = check_array(X_target, allow_nd=True, dtype=np.float32, input_name="X_target")
@@ -301,23 +313,19 @@ class DANNClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Transform
         std[std < 10 * np.finfo(np.float64).eps] = 1.0  # constant feature: centre it, do not blow it up
         return mean.reshape(shape).astype(np.float32), std.reshape(shape).astype(np.float32)
 
-    def _build_network(
-        self, shape: tuple[int, ...], mode: Mode, n_classes: int, n_domain_outputs: int
-    ) -> DomainAdversarialNet:
-        if self.network is not None:
-            network = self.network(shape[0] if len(shape) == 1 else shape, n_classes, n_domain_outputs)
-            if not isinstance(network, DomainAdversarialNet):
-                raise TypeError(f"network must return a DomainAdversarialNet, got {type(network).__name__}")
-            return network
-        domain_hidden = list(self.deep_domain_hidden if mode.deep_domain_classifier else self.domain_hidden)
-        if len(shape) == 1:
-            return mlp_network(shape[0], n_classes, list(self.hidden), domain_hidden, n_domain_outputs)
-        if len(shape) == 3 and shape[1:] == (28, 28):
-            return mnist_network(domain_hidden, n_domain_outputs, in_channels=shape[0], n_classes=n_classes)
-        raise ValueError(
-            f"no default network for samples of shape {shape}: use (n, n_features) vectors, "
-            "(n, C, 28, 28) images, or pass network="
-        )
+    def _model(self, shape: tuple[int, ...]) -> ModelConfig | Callable[[NetworkRequest], DomainAdversarialNet]:
+        """A registered network with this estimator's sizes, or the user's ``network`` callable."""
+        if callable(self.network):
+            def build(request: NetworkRequest) -> DomainAdversarialNet:
+                network = self.network(shape[0] if len(shape) == 1 else shape, request.n_classes, request.n_domain_outputs)
+                if not isinstance(network, DomainAdversarialNet):
+                    raise TypeError(f"network must return a DomainAdversarialNet, got {type(network).__name__}")
+                return network
+
+            return build
+        name = self.network or ("mlp" if len(shape) == 1 else "lenet")
+        options = {"hidden": list(self.hidden)} if name == "mlp" else {}
+        return ModelConfig(name, list(self.domain_hidden), list(self.deep_domain_hidden), options=options)
 
     def _features(self, X: Any) -> torch.Tensor:
         check_is_fitted(self)

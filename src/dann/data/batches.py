@@ -1,13 +1,19 @@
-"""Source/target mini-batches drawn from memory, one chunk per training domain, deterministic and resumable."""
+"""Source/target mini-batches drawn from memory, one chunk per training domain, deterministic and resumable.
+
+Batches leave here ready for a method: on the training device, prepared (e.g. uint8 -> normalised
+float) and augmented. Indexing runs on the CPU copy of the data, so only a batch crosses to a GPU.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from dann.data.domains import Split
+from dann.data.domains import DomainData, Split, identity
+from dann.errors import ConfigError
 
 
 @dataclass
@@ -71,7 +77,10 @@ class PairedBatches:
 
     ``sources`` are labelled, ``targets`` unlabelled; a single split stands for a list of one.
     ``rank``/``world_size`` give each process a disjoint shard of the same global batch, so a
-    multi-process run sees exactly the samples a single-process run would.
+    multi-process run sees exactly the samples a single-process run would. Each batch is moved
+    to ``device`` (pinned and non-blocking from a CPU to a GPU), then ``prepare`` runs on every
+    domain's inputs and ``augment`` on the prepared ones; ``Batch.target_plain`` keeps the
+    target before augmentation.
     """
 
     def __init__(
@@ -83,11 +92,19 @@ class PairedBatches:
         with_target_labels: bool = False,
         rank: int = 0,
         world_size: int = 1,
+        prepare: Callable[[torch.Tensor], torch.Tensor] = identity,
+        augment: Callable[[torch.Tensor], torch.Tensor] = identity,
+        device: torch.device | str = "cpu",
     ) -> None:
         if batch_size < world_size:
             raise ValueError(f"batch_size {batch_size} is smaller than the number of processes {world_size}")
         self.sources = [sources] if isinstance(sources, Split) else list(sources)
         self.targets = [targets] if isinstance(targets, Split) else list(targets)
+        if with_target_labels and not all(split.labelled for split in self.targets):
+            raise ConfigError("this method reads target labels (an oracle), but the target has none")
+        self.prepare, self.augment = prepare, augment
+        self.device = torch.device(device)
+        self._pin = self.device.type == "cuda"
         self.batch_size = batch_size
         self.with_target_labels = with_target_labels
         self.rank, self.world_size = rank, world_size
@@ -95,20 +112,36 @@ class PairedBatches:
         self._samplers = [_EpochSampler(len(split), self.generator) for split in (*self.sources, *self.targets)]
         # Every step has the same layout (one shard of batch_size per domain), so the labels are fixed.
         shard_size = len(range(rank, batch_size, world_size))
-        self._domains = torch.arange(len(self._samplers)).repeat_interleave(shard_size)
+        self._domains = torch.arange(len(self._samplers)).repeat_interleave(shard_size).to(self.device)
 
-    def _draw(self, splits: list[Split], samplers: list[_EpochSampler]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    @classmethod
+    def from_data(cls, data: DomainData, batch_size: int, seed: int, **kwargs: Any) -> PairedBatches:
+        """The training domains of ``data``, with its ``prepare`` and ``augment``."""
+        return cls(*data.training_domains(), batch_size, seed, prepare=data.prepare, augment=data.augment, **kwargs)
+
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cpu":
+            return x
+        return (x.pin_memory() if self._pin else x).to(self.device, non_blocking=True)
+
+    def _draw(
+        self, splits: list[Split], samplers: list[_EpochSampler], labels: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         shard = slice(self.rank, None, self.world_size)
         indices = [sampler.take(self.batch_size)[shard] for sampler in samplers]
-        return [s.x[i] for s, i in zip(splits, indices)], [s.y[i] for s, i in zip(splits, indices)]
+        x = self._to_device(_cat([s.x[i] for s, i in zip(splits, indices)]))
+        y = self._to_device(_cat([s.y[i] for s, i in zip(splits, indices)])) if labels else None
+        return x, y
 
     def next(self) -> Batch:
+        """The next step's batch, prepared and augmented on the device."""
         n_sources = len(self.sources)
-        source_x, source_y = self._draw(self.sources, self._samplers[:n_sources])
-        target_x, target_y = self._draw(self.targets, self._samplers[n_sources:])
-        return Batch(
-            _cat(source_x), _cat(source_y), _cat(target_x), _cat(target_y) if self.with_target_labels else None, self._domains
-        )
+        source_x, source_y = self._draw(self.sources, self._samplers[:n_sources], labels=True)
+        target_x, target_y = self._draw(self.targets, self._samplers[n_sources:], labels=self.with_target_labels)
+        source_x = self.augment(self.prepare(source_x))
+        target_plain = self.prepare(target_x)
+        target_x = self.augment(target_plain)
+        return Batch(source_x, source_y, target_x, target_y, self._domains, target_plain)
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -17,10 +17,15 @@ def identity(x: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class Split:
-    """Inputs ``x`` (``(N, *)``, any dtype; images stay uint8 until batched) and labels ``y`` (``(N,)`` int64)."""
+    """Inputs ``x`` (``(N, *)``, any dtype; images stay uint8 until batched) and labels ``y``
+    (``(N,)`` int64), or ``y=None`` for data whose labels do not exist (an unlabelled target)."""
 
     x: torch.Tensor
-    y: torch.Tensor
+    y: torch.Tensor | None = None
+
+    @property
+    def labelled(self) -> bool:
+        return self.y is not None
 
     def __len__(self) -> int:
         return len(self.x)
@@ -44,8 +49,8 @@ class DomainData:
     ``prepare`` turns a stored batch into model input (e.g. uint8 -> normalised float); it runs
     per batch so the full data set stays compact in memory. ``augment`` randomly transforms a
     prepared *training* batch (every training domain alike); evaluation never sees it. Target
-    labels are kept for evaluation (and the ``target_only`` upper bound) but the adaptation
-    methods never read them.
+    labels, where they exist, are kept for evaluation (and the ``target_only`` upper bound);
+    the adaptation methods never read them. The source splits must be labelled.
     """
 
     source_train: Split
@@ -66,6 +71,21 @@ class DomainData:
             raise DataError(f"all splits must have the same sample shape, got {shapes}")
         for name, split in self.splits().items():
             check_split(split, self.n_classes, name)
+        for name in ("source_train", "source_test"):
+            if not self.splits()[name].labelled:
+                raise DataError(f"{name}: the source must be labelled")
+        if self.target_train.labelled != self.target_test.labelled:
+            raise DataError("target_train and target_test must both have labels or both have none")
+
+    @property
+    def target_labelled(self) -> bool:
+        """Whether target labels exist (for evaluation and the oracle only)."""
+        return self.target_test.labelled
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one sample."""
+        return tuple(self.source_train.x.shape[1:])
 
     def splits(self) -> dict[str, Split]:
         return {
@@ -96,12 +116,14 @@ def check_split(split: Split, n_classes: int, name: str) -> None:
     """Reject what would silently poison training: length mismatch, empty data, NaN/inf, bad labels."""
     if split.x.ndim < 2:
         raise DataError(f"{name}: inputs must have shape (n_samples, ...), got {tuple(split.x.shape)}")
-    if split.y.ndim != 1 or len(split.y) != len(split.x):
-        raise DataError(f"{name}: {len(split.x)} inputs but labels of shape {tuple(split.y.shape)}")
     if len(split) == 0:
         raise DataError(f"{name}: no samples")
     if split.x.is_floating_point() and not torch.isfinite(split.x).all():
         raise DataError(f"{name}: inputs contain NaN or infinite values")
+    if split.y is None:
+        return
+    if split.y.ndim != 1 or len(split.y) != len(split.x):
+        raise DataError(f"{name}: {len(split.x)} inputs but labels of shape {tuple(split.y.shape)}")
     if split.y.dtype != torch.int64:
         raise DataError(f"{name}: labels must be int64 class indices, got {split.y.dtype}")
     low, high = int(split.y.min()), int(split.y.max())

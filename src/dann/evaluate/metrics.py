@@ -12,7 +12,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from dann.data.domains import DomainData, Split
-from dann.methods.base import Method, class_imbalance, entropy
+from dann.methods.base import Method
+from dann.methods.losses import class_imbalance, entropy
 
 
 @torch.no_grad()
@@ -22,14 +23,24 @@ def extract_features(
     """Features of every sample of ``split``, computed in eval mode in chunks."""
     was_training = method.training
     method.eval()
-    chunks = [method.features(data.prepare(split.x[i : i + batch_size]), domain) for i in range(0, len(split), batch_size)]
+    device = next(method.parameters()).device
+    chunks = [
+        method.features(data.prepare(split.x[i : i + batch_size].to(device)), domain).float().cpu()
+        for i in range(0, len(split), batch_size)
+    ]
     method.train(was_training)
     return torch.cat(chunks)
 
 
 @torch.no_grad()
 def class_accuracy(method: Method, features: torch.Tensor, labels: torch.Tensor) -> float:
-    return float((method.model.classify(features).argmax(1) == labels).float().mean())
+    return float((_classify(method, features).argmax(1) == labels).float().mean())
+
+
+def _classify(method: Method, features: torch.Tensor) -> torch.Tensor:
+    """Class logits of CPU ``features`` from the method's label predictor, wherever it lives."""
+    device = next(method.parameters()).device
+    return method.model.classify(features.to(device)).float().cpu()
 
 
 @torch.no_grad()
@@ -43,7 +54,7 @@ def information_maximisation(method: Method, features: torch.Tensor) -> float:
     large-scale benchmark ranking for unsupervised domain adaptation") found it among the
     better such validators. A ranking aid, not an accuracy: a confidently wrong model scores high.
     """
-    logits = method.model.classify(features)
+    logits = _classify(method, features)
     mean_prediction_entropy = math.log(logits.shape[1]) - class_imbalance(logits)
     return float(mean_prediction_entropy - entropy(logits).mean())
 
@@ -80,6 +91,7 @@ def evaluate(
 ) -> dict[str, float]:
     """``source_acc`` and ``target_acc`` on the test splits; ``domain_acc`` of a fresh linear probe;
     ``target_im``, the label-free :func:`information_maximisation` score of the target test predictions.
+    Without target labels there is no ``target_acc``: nothing that needs them is computed.
 
     ``probe_samples`` caps the samples per split the probe is fitted and scored on (0: all),
     which keeps the probe cheap on large data sets. ``test_samples`` caps the test samples the
@@ -88,14 +100,13 @@ def evaluate(
     features, labels = {}, {}
     for name, split in data.splits().items():
         limit = test_samples if name.endswith("_test") else probe_samples  # the probe alone reads _train rows
-        split = Split(_sample_rows(split.x, limit, seed), _sample_rows(split.y, limit, seed))
+        split = Split(_sample_rows(split.x, limit, seed), None if split.y is None else _sample_rows(split.y, limit, seed))
         features[name] = extract_features(method, split, data, "source" if name.startswith("source") else "target")
         labels[name] = split.y
-    result = {
-        "source_acc": class_accuracy(method, features["source_test"], labels["source_test"]),
-        "target_acc": class_accuracy(method, features["target_test"], labels["target_test"]),
-        "target_im": information_maximisation(method, features["target_test"]),  # reads no labels
-    }
+    result = {"source_acc": class_accuracy(method, features["source_test"], labels["source_test"])}
+    if labels["target_test"] is not None:  # evaluation only: nothing trains or selects on it
+        result["target_acc"] = class_accuracy(method, features["target_test"], labels["target_test"])
+    result["target_im"] = information_maximisation(method, features["target_test"])  # reads no labels
     probe = {name: _sample_rows(f, probe_samples, seed) for name, f in features.items()}
     result["domain_acc"] = domain_probe_accuracy(
         probe["source_train"], probe["target_train"], probe["source_test"], probe["target_test"], seed

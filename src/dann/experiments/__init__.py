@@ -1,21 +1,9 @@
-"""Experiments by name, as ``dann run NAME`` knows them."""
+"""Experiments by name, as ``dann run NAME`` knows them; register more with :func:`register_experiment`."""
 
 from __future__ import annotations
 
-from dann.errors import ConfigError
-from dann.experiments.base import Experiment, StudyConfig
-from dann.experiments.blobs import Blobs
-from dann.experiments.mnist_mnistm import MnistToMnistM
+from dann.experiments import blobs, mnist_mnistm  # noqa: F401  (registers the built-ins)
+from dann.experiments.base import EXPERIMENTS, Experiment, StudyConfig, get_experiment, register_experiment
+from dann.experiments.configure import resolve_config
 
-EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (Blobs(), MnistToMnistM())}
-
-
-def get_experiment(name: str) -> Experiment:
-    """The experiment called ``name``, or a ConfigError listing those that exist."""
-    try:
-        return EXPERIMENTS[name]
-    except KeyError:
-        raise ConfigError(f"unknown experiment {name!r}; choose from {', '.join(EXPERIMENTS)}") from None
-
-
-__all__ = ["EXPERIMENTS", "Experiment", "StudyConfig", "get_experiment"]
+__all__ = ["EXPERIMENTS", "Experiment", "StudyConfig", "get_experiment", "register_experiment", "resolve_config"]

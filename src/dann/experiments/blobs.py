@@ -7,20 +7,9 @@ from pathlib import Path
 
 from dann.data.blobs import BlobsConfig, make_blobs_domains
 from dann.data.domains import DomainData
-from dann.experiments.base import Experiment, StudyConfig
-from dann.methods import Mode
-from dann.models.network import DomainAdversarialNet, mlp_network
+from dann.experiments.base import Experiment, StudyConfig, register_experiment
 from dann.plots.figures import scatter_domains
 from dann.train.loop import TrainConfig
-
-
-@dataclass
-class MLPConfig:
-    """Sizes of the vector-data network's hidden layers."""
-
-    hidden: list[int] = field(default_factory=lambda: [32, 8])  # feature extractor; 8-d features
-    domain_hidden: list[int] = field(default_factory=lambda: [32])  # domain classifier
-    deep_domain_hidden: list[int] = field(default_factory=lambda: [128, 128, 128])  # the deeper one
 
 
 @dataclass
@@ -28,7 +17,6 @@ class BlobsStudyConfig(StudyConfig):
     modes: list[str] = field(default_factory=lambda: ["source_only", "dann", "domain_only", "dann_deep"])
     threads: int = 1  # a 2-D MLP is too small to gain from threads; more only add contention
     data: BlobsConfig = field(default_factory=BlobsConfig)
-    model: MLPConfig = field(default_factory=MLPConfig)
     # lambda_max 3: on this small 2-D problem the adversary needs more weight than on images to
     # align the domains within 1500 steps (measured: lambda_max 1 leaves them partly apart).
     train: TrainConfig = field(
@@ -36,18 +24,14 @@ class BlobsStudyConfig(StudyConfig):
     )
 
 
+@register_experiment("blobs")
 class Blobs(Experiment):
-    name = "blobs"
     description = "2-D Gaussian blobs; target = source rotated and shifted (no download, ~1 minute)"
     config_cls = BlobsStudyConfig
     embedding = "pca"
 
     def load_data(self, cfg: BlobsStudyConfig, data_dir: str | None) -> DomainData:
         return make_blobs_domains(cfg.data, cfg.seed)
-
-    def build_model(self, cfg: BlobsStudyConfig, mode: Mode, data: DomainData) -> DomainAdversarialNet:
-        domain_hidden = cfg.model.deep_domain_hidden if mode.deep_domain_classifier else cfg.model.domain_hidden
-        return mlp_network(2, data.n_classes, cfg.model.hidden, domain_hidden, self.n_domain_outputs(cfg, data))
 
     def plot_data(self, data: DomainData, plots_dir: Path) -> None:
         splits = {"source": data.source_train, "target": data.target_train}

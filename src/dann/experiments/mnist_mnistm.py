@@ -8,17 +8,15 @@ from typing import Literal
 
 import numpy as np
 import torch
-from torch import nn
 
 from dann.data.augment import Compose, RandomChannelJitter, RandomInvert, RandomTranslate
 from dann.data.domains import DomainData, ExtraDomain, Split, identity
 from dann.data.mnist import load_mnist
 from dann.data.mnistm import load_mnistm
 from dann.errors import ConfigError
-from dann.experiments.base import Experiment, StudyConfig
-from dann.methods import MethodOptions, Mode
-from dann.models.mnist_cnn import mnist_network
-from dann.models.network import DomainAdversarialNet
+from dann.experiments.base import Experiment, StudyConfig, register_experiment
+from dann.methods import MethodConfig
+from dann.models.registry import ModelConfig
 from dann.plots.figures import image_grid
 from dann.train.loop import TrainConfig
 
@@ -48,21 +46,14 @@ class MnistDataConfig:
 
 
 @dataclass
-class MnistModelConfig:
-    """The paper's CNN; only the domain classifier, initialisation and memory layout vary."""
-
-    domain_hidden: list[int] = field(default_factory=lambda: [100])  # the paper's MNIST domain head
-    deep_domain_hidden: list[int] = field(default_factory=lambda: [1024, 1024])  # the paper's larger head
-    init: Literal["torch", "xavier", "kaiming"] = "torch"  # torch: PyTorch's own layer defaults
-    batch_norm: bool = False  # BatchNorm in the extractor: NOT the paper's network
-    channels_last: bool = True  # NHWC activations: faster oneDNN convolutions on CPU
-
-
-@dataclass
 class MnistStudyConfig(StudyConfig):
     modes: list[str] = field(default_factory=lambda: ["source_only", "dann", "dann_deep", "target_only"])
     data: MnistDataConfig = field(default_factory=MnistDataConfig)
-    model: MnistModelConfig = field(default_factory=MnistModelConfig)
+    # the paper's CNN and its MNIST domain heads (the 100-unit one, and the paper's larger one);
+    # NHWC activations: faster oneDNN convolutions on CPU
+    model: ModelConfig = field(
+        default_factory=lambda: ModelConfig(network="lenet", domain_hidden=[100], deep_domain_hidden=[1024, 1024], channels_last=True)
+    )
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(
             # Adam's beta1 (``momentum``) 0.5, as in GAN training: steadier than 0.9 in the minimax game;
@@ -72,33 +63,11 @@ class MnistStudyConfig(StudyConfig):
         )
     )
     # label smoothing 0.1 (NOT the paper's): a less over-confident source classifier transfers better
-    method: MethodOptions = field(default_factory=lambda: MethodOptions(label_smoothing=0.1))
+    method: MethodConfig = field(default_factory=lambda: MethodConfig(label_smoothing=0.1))
     probe_samples: int = 2000
     # two modes at once, one thread each: 1.1x-1.45x the GFLOP/s of one two-thread job on this
     # CPU's small convolutions, the more the busier the machine
     jobs: int = 2
-
-
-#: The settings of Ganin & Lempitsky (2015) for MNIST -> MNIST-M; see the README for the step count.
-PAPER_PROTOCOL = {
-    "data": {"normalise": "channel_mean", "augment": "none"},
-    "method": {"label_smoothing": 0.0},
-    "model": {"domain_hidden": [100], "init": "torch"},
-    "train": {
-        "steps": 10000,
-        "batch_size": 128,
-        "optimizer": "sgd",
-        "lr": 0.01,
-        "momentum": 0.9,
-        "weight_decay": 0.0,
-        "lr_schedule": "paper",
-        "lambda_schedule": "paper",
-        "lambda_max": 1.0,
-        "gamma": 10.0,
-        "ema_decay": 0.0,
-        "eval_every": 1000,
-    },
-}
 
 
 class ChannelMean:
@@ -179,26 +148,12 @@ def blend(digits: np.ndarray, coloured: np.ndarray, weight: float) -> np.ndarray
     return np.rint(mixed).astype(np.uint8)
 
 
-def init_weights(model: nn.Module, how: str) -> None:
-    """Re-initialise conv and linear weights (biases to zero) unless ``how`` keeps PyTorch's defaults."""
-    if how == "torch":
-        return
-    for module in model.modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            if how == "xavier":
-                nn.init.xavier_uniform_(module.weight)
-            else:
-                nn.init.kaiming_uniform_(module.weight, a=0.0, nonlinearity="relu")
-            nn.init.zeros_(module.bias)
-
-
+@register_experiment("mnist-mnistm")
 class MnistToMnistM(Experiment):
-    name = "mnist-mnistm"
     description = "MNIST (source) -> MNIST-M (target), the paper's CNN (needs MNIST + BSDS500 in the data dir)"
     config_cls = MnistStudyConfig
     embedding = "tsne"
     embedding_samples = 1000  # 2 x 1000 points: ~15 s of t-SNE per mode
-    protocols = {"default": {}, "paper": PAPER_PROTOCOL}
 
     def load_data(self, cfg: MnistStudyConfig, data_dir: str | None) -> DomainData:
         rng = np.random.default_rng(cfg.seed)
@@ -221,12 +176,6 @@ class MnistToMnistM(Experiment):
             prepare = ChannelMean(channel_mean(splits["source_train"].x, splits["target_train"].x), cfg.model.channels_last)
         augment = {"none": identity, "invert": RandomInvert(0.5), "colour": Compose(RandomTranslate(2), RandomChannelJitter())}
         return DomainData(**splits, n_classes=10, prepare=prepare, augment=augment[cfg.data.augment], extra_domains=extra)
-
-    def build_model(self, cfg: MnistStudyConfig, mode: Mode, data: DomainData) -> DomainAdversarialNet:
-        domain_hidden = cfg.model.deep_domain_hidden if mode.deep_domain_classifier else cfg.model.domain_hidden
-        model = mnist_network(domain_hidden, self.n_domain_outputs(cfg, data), batch_norm=cfg.model.batch_norm)
-        init_weights(model, cfg.model.init)
-        return model.to(memory_format=torch.channels_last) if cfg.model.channels_last else model
 
     def plot_data(self, data: DomainData, plots_dir: Path) -> None:
         n = 12

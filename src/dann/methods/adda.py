@@ -3,21 +3,39 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import nn
 
 from dann.data.batches import Batch
-from dann.methods.alternating import discriminator_step, generator_loss
-from dann.methods.base import Method, MethodOptions, StepContext, StepLoss, accuracy
+from dann.errors import ConfigError
+from dann.methods.alternating import GeneratorOptions, discriminator_step, generator_loss
+from dann.methods.base import Method
+from dann.methods.config import MethodConfig
+from dann.methods.losses import accuracy
+from dann.methods.registry import register_method
+from dann.methods.step import StepContext, StepLoss
 from dann.models.network import DomainAdversarialNet
 
 
+@dataclass
+class ADDAOptions(GeneratorOptions):
+    """ADDA's own options (``method.adda.*``)."""
+
+    pretrain_fraction: float = 0.3  # share of steps spent pre-training the source model
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.pretrain_fraction < 1.0:
+            raise ConfigError(f"method.adda.pretrain_fraction must be in (0, 1), got {self.pretrain_fraction}")
+
+
+@register_method("adda", "source pre-training, then a target encoder copy adapted against a discriminator")
 class ADDA(Method):
     """Pre-train on source, then adapt a *copy* of the encoder to the target as a GAN generator.
 
-    Phase 1 (the first ``adda_pretrain_fraction`` of the steps), stage ``source``: source encoder
+    Phase 1 (the first ``pretrain_fraction`` of the steps), stage ``source``: source encoder
     ``M_s`` (the model's extractor) and classifier ``C`` minimise the source label loss.
     Phase 2: the target encoder ``M_t`` starts as a copy of ``M_s``; stage ``discriminator``
     trains ``D`` (the model's domain classifier) on ``M_s(x_s)`` vs ``M_t(x_t)``, stage ``target``
@@ -26,11 +44,13 @@ class ADDA(Method):
     further than a shared encoder could. Target samples are classified as ``C(M_t(x_t))``.
     """
 
-    name = "adda"
+    options_cls = ADDAOptions
+    options: ADDAOptions
     stages = ("source", "discriminator", "target")
+    regularised_stage = "target"
 
-    def __init__(self, model: DomainAdversarialNet, options: MethodOptions | None = None) -> None:
-        super().__init__(model, options)
+    def __init__(self, model: DomainAdversarialNet, config: MethodConfig | None = None, options: ADDAOptions | None = None) -> None:
+        super().__init__(model, config, options)
         self.target_encoder = copy.deepcopy(model.feature_extractor)
         # Set when M_t is copied from M_s at the first phase-2 step; a buffer, so checkpoints keep it.
         self.register_buffer("adapting", torch.tensor(False))
@@ -43,11 +63,11 @@ class ADDA(Method):
         }
 
     def active_stages(self, ctx: StepContext) -> tuple[str, ...]:
-        if ctx.progress < self.options.adda_pretrain_fraction:
+        if ctx.progress < self.options.pretrain_fraction:
             return ("source",)
         return ("discriminator", "target")
 
-    def forward(self, batch: Batch, ctx: StepContext, stage: str = "source") -> StepLoss:
+    def loss(self, batch: Batch, ctx: StepContext, stage: str = "source") -> StepLoss:
         if stage == "source":
             logits = self.model(batch.source_x)
             loss = self.label_loss(logits, batch.source_y)
@@ -69,8 +89,11 @@ class ADDA(Method):
         target_labels = batch.domain_labels()[len(batch.source_x) :]
         domain_logits = self.model.domain_classifier(target_features)
         adversarial = generator_loss(domain_logits, target_labels, self.options.generator_loss)
-        out = StepLoss(self.options.transfer_weight * adversarial, {"generator_loss": adversarial.detach()})
-        return self.add_target_entropy(out, lambda: self.model.classify(target_features))
+        return StepLoss(
+            self.config.transfer_weight * adversarial,
+            {"generator_loss": adversarial.detach()},
+            target_logits=lambda: self.model.classify(target_features),
+        )
 
     def features(self, x: torch.Tensor, domain: Literal["source", "target"]) -> torch.Tensor:
         """Target samples go through ``M_t`` once it exists (phase 2), everything else through ``M_s``."""

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import functools
-
 import torch
 
 from dann.data.batches import Batch
-from dann.methods.base import Method, StepContext, StepLoss, accuracy, domain_accuracy, domain_loss
+from dann.methods.base import Method
+from dann.methods.losses import accuracy, domain_accuracy, domain_loss
+from dann.methods.registry import register_method
+from dann.methods.step import StepContext, StepLoss
 
 
+@register_method("dann_deep", "dann with the deeper domain classifier (model.deep_domain_hidden)", domain_head="deep")
+@register_method("dann", "label loss + domain loss through the gradient reversal layer")
 class DANN(Method):
     """Source label loss + domain loss, the domain classifier behind the reversal layer.
 
@@ -18,7 +21,6 @@ class DANN(Method):
     extractor maximise it, scaled by the scheduled ``lambda_``.
     """
 
-    name = "dann"
     supports_self_training = True
     #: True: the label loss sees detached features, so only the domain loss shapes the extractor
     label_head_only: bool = False
@@ -34,7 +36,11 @@ class DANN(Method):
         domain_logits = self.model.discriminate(features, self.reversal(ctx))
         return domain_loss(domain_logits, labels), domain_logits
 
-    def forward(self, batch: Batch, ctx: StepContext, stage: str = "model") -> StepLoss:
+    def loss(self, batch: Batch, ctx: StepContext, stage: str = "model") -> StepLoss:
+        return self.adversarial_step(batch, ctx)[0]
+
+    def adversarial_step(self, batch: Batch, ctx: StepContext) -> tuple[StepLoss, torch.Tensor]:
+        """DANN's loss and the features (source then target) the label predictor saw."""
         n_source = len(batch.source_x)
         features = self.model.features(torch.cat([batch.source_x, batch.target_x]))
         class_features = features.detach() if self.label_head_only else features
@@ -43,33 +49,27 @@ class DANN(Method):
 
         labels = batch.domain_labels()
         adversarial, domain_logits = self.adversarial_loss(features, labels, ctx)
-
-        loss = label_loss + self.options.transfer_weight * adversarial
         out = StepLoss(
-            loss,
+            label_loss + self.config.transfer_weight * adversarial,
             {
                 "label_loss": label_loss.detach(),
                 "domain_loss": adversarial.detach(),
                 "label_acc": accuracy(logits.detach(), batch.source_y),
                 "discriminator_acc": domain_accuracy(domain_logits.detach(), labels),
             },
+            target_logits=lambda: self.model.classify(class_features[n_source:]),
         )
-        return self.regularise(out, batch, class_features, ctx)
-
-    def regularise(self, out: StepLoss, batch: Batch, features: torch.Tensor, ctx: StepContext) -> StepLoss:
-        """Terms added to the loss given the batch's features (source then target): the shared target-side options."""
-        target_logits = functools.cache(lambda: self.model.classify(features[len(batch.source_x) :]))
-        out = self.add_target_entropy(out, target_logits)
-        return self.add_self_training(out, batch, target_logits, ctx)
+        return out, class_features
 
 
+@register_method("dann_teacher", "dann + self-training on confident target pseudo-labels of a mean teacher")
 class MeanTeacherDANN(DANN):
     """DANN with self-training always on: ``L_DANN + lambda * w * L_pseudo`` (see :class:`MeanTeacher`)."""
 
-    name = "dann_teacher"
     always_self_training = True
 
 
+@register_method("domain_only", "domain loss only, reversal off: features separate the domains")
 class DomainOnly(DANN):
     """Domain loss with the reversal turned off: the extractor *helps* the domain classifier.
 
@@ -78,7 +78,6 @@ class DomainOnly(DANN):
     source and target accuracy show how much class information survives.
     """
 
-    name = "domain_only"
     label_head_only = True
 
     def reversal(self, ctx: StepContext) -> float:

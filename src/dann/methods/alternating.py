@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -10,14 +11,10 @@ from torch import nn
 
 from dann.data.batches import Batch
 from dann.errors import ConfigError
-from dann.methods.base import (
-    Method,
-    StepContext,
-    StepLoss,
-    accuracy,
-    domain_accuracy,
-    domain_loss,
-)
+from dann.methods.base import Method
+from dann.methods.losses import accuracy, domain_accuracy, domain_loss
+from dann.methods.registry import register_method
+from dann.methods.step import StepContext, StepLoss
 
 
 def domain_log_probs(logits: torch.Tensor) -> torch.Tensor:
@@ -56,6 +53,15 @@ def discriminator_step(discriminator: nn.Module, features: torch.Tensor, labels:
     return StepLoss(loss, metrics)
 
 
+@dataclass
+class GeneratorOptions:
+    """The options of the GAN-style methods (``method.dann_alternating.*``, ``method.adda.*``)."""
+
+    # the extractor's loss against the discriminator, see generator_loss
+    generator_loss: Literal["flip", "uniform", "minimax"] = "flip"
+
+
+@register_method("dann_alternating", "dann as a GAN: discriminator and generator steps, no reversal")
 class AlternatingDANN(Method):
     """DANN's minimax objective trained as a GAN: two optimisers, two stages per step, no reversal.
 
@@ -65,15 +71,17 @@ class AlternatingDANN(Method):
     does both in one backward pass with one optimiser; here each player has its own step.
     """
 
-    name = "dann_alternating"
+    options_cls = GeneratorOptions
+    options: GeneratorOptions
     stages = ("discriminator", "generator")
+    regularised_stage = "generator"
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         discriminator = list(self.model.domain_classifier.parameters())
         ids = {id(p) for p in discriminator}
         return {"discriminator": discriminator, "generator": [p for p in self.parameters() if id(p) not in ids]}
 
-    def forward(self, batch: Batch, ctx: StepContext, stage: str = "generator") -> StepLoss:
+    def loss(self, batch: Batch, ctx: StepContext, stage: str = "generator") -> StepLoss:
         n_source = len(batch.source_x)
         x = torch.cat([batch.source_x, batch.target_x])
         if stage == "discriminator":
@@ -87,12 +95,12 @@ class AlternatingDANN(Method):
         adversarial = generator_loss(
             self.model.domain_classifier(features), batch.domain_labels(), self.options.generator_loss
         )
-        out = StepLoss(
-            label_loss + self.options.transfer_weight * ctx.lambda_ * adversarial,
+        return StepLoss(
+            label_loss + self.config.transfer_weight * ctx.lambda_ * adversarial,
             {
                 "label_loss": label_loss.detach(),
                 "generator_loss": adversarial.detach(),
                 "label_acc": accuracy(logits.detach(), batch.source_y),
             },
+            target_logits=lambda: self.model.classify(features[n_source:]),
         )
-        return self.add_target_entropy(out, lambda: self.model.classify(features[n_source:]))

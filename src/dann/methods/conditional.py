@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -10,9 +12,29 @@ from torch import nn
 
 from dann.errors import ConfigError
 from dann.methods.adversarial import DANN
-from dann.methods.base import MethodOptions, StepContext, domain_loss, entropy
+from dann.methods.config import MethodConfig
+from dann.methods.losses import domain_loss, entropy
+from dann.methods.registry import register_method
+from dann.methods.step import StepContext
 from dann.models.grl import grad_reverse
 from dann.models.network import DomainAdversarialNet, linear_layers, mlp
+
+
+@dataclass
+class CDANOptions:
+    """CDAN's own options (``method.cdan.*``, ``method.cdan_e.*``)."""
+
+    features: Literal["bottleneck", "extractor"] = "bottleneck"  # what the predictions condition
+    max_outer: int = 4096  # above features * classes, a random multilinear map replaces the outer product
+    random_dim: int = 1024  # output size of the random multilinear map
+    dropout: float = 0.0  # dropout after each hidden layer of the discriminator
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"method.cdan.dropout must be in [0, 1), got {self.dropout}")
+        for name in ("max_outer", "random_dim"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"method.cdan.{name} must be at least 1, got {getattr(self, name)}")
 
 
 class MultilinearMap(nn.Module):
@@ -49,51 +71,46 @@ def split_classifier(label_predictor: nn.Module) -> tuple[nn.Module, nn.Linear]:
         return label_predictor[:-1], last
     if label_predictor is last:
         return nn.Identity(), last
-    raise ConfigError("cdan_features=bottleneck needs a label predictor that is nn.Sequential ending in nn.Linear")
+    raise ConfigError("method.cdan.features=bottleneck needs a label predictor that is nn.Sequential ending in nn.Linear")
 
 
+@register_method("cdan", "dann whose discriminator sees features x class probabilities", domain_head="deep")
 class CDAN(DANN):
     """DANN whose discriminator sees ``T(h, softmax(G_y(f)))`` instead of ``f``, behind the reversal layer.
 
-    ``h`` is ``method.cdan_features``: ``bottleneck`` (default), the label predictor's last hidden
+    ``h`` is ``method.cdan.features``: ``bottleneck`` (default), the label predictor's last hidden
     layer, where Long et al. condition (the representation the classifier is linear on; on
     MNIST 100-d, so the exact 1,000-d outer product), or ``extractor``, the extractor's output
     ``f`` (2,352-d on MNIST, through the random map). With ``bottleneck`` the adversarial
     gradient shapes the label predictor's hidden layers as well as the extractor.
 
-    The discriminator is the method's own (its input is :class:`MultilinearMap`'s size), with
-    the hidden and output sizes of the model's domain classifier, which goes unused; the
-    registry builds ``cdan`` with the experiment's deep domain classifier (on MNIST the paper's
-    1024-1024, as in Long et al.), since the conditional input is ``C`` times wider. As in the
-    authors' code the class probabilities are detached: the adversarial gradient reaches ``G_f``
-    only through ``f``.
+    The discriminator replaces the model's domain classifier: same hidden and output sizes (the
+    registry builds ``cdan`` with the network's deep domain head, on MNIST the paper's 1024-1024,
+    as in Long et al., since the conditional input is ``C`` times wider), input the size of
+    :class:`MultilinearMap`'s output. As in the authors' code the class probabilities are
+    detached: the adversarial gradient reaches ``G_f`` only through ``f``.
     """
 
-    name = "cdan"
+    options_cls = CDANOptions
+    options: CDANOptions
 
-    def __init__(self, model: DomainAdversarialNet, options: MethodOptions | None = None) -> None:
-        super().__init__(model, options)
+    def __init__(self, model: DomainAdversarialNet, config: MethodConfig | None = None, options: CDANOptions | None = None) -> None:
+        super().__init__(model, config, options)
         domain_layers = linear_layers(model.domain_classifier, "domain classifier")
         # views of the label predictor's own layers, in a tuple so nn.Module does not register
         # them again: their weights stay once in the state dict and in checkpoints
         self.classifier_parts: tuple[nn.Module, nn.Module]
-        if self.options.cdan_features == "bottleneck":
+        if self.options.features == "bottleneck":
             self.classifier_parts = split_classifier(model.label_predictor)
             n_conditioned = self.classifier_parts[1].in_features
         else:
             self.classifier_parts = (nn.Identity(), model.label_predictor)
             n_conditioned = domain_layers[0].in_features
-        self.conditional_map = MultilinearMap(
-            n_conditioned, model.n_classes, self.options.cdan_max_outer, self.options.cdan_random_dim
-        )
-        self.discriminator = mlp(
+        self.conditional_map = MultilinearMap(n_conditioned, model.n_classes, self.options.max_outer, self.options.random_dim)
+        model.domain_classifier = mlp(
             [self.conditional_map.out_features, *(layer.out_features for layer in domain_layers)],
-            dropout=self.options.cdan_dropout,
+            dropout=self.options.dropout,
         )
-
-    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        unused = {id(p) for p in self.model.domain_classifier.parameters()}
-        return {"model": [p for p in super().parameter_groups()["model"] if id(p) not in unused]}
 
     def sample_weights(self, class_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
         """Per-sample weights of the domain loss; none (uniform) for plain CDAN."""
@@ -107,10 +124,11 @@ class CDAN(DANN):
         with torch.no_grad():
             class_logits = head(hidden)  # the label predictor's output, hidden layers run once
         conditioned = self.conditional_map(hidden, F.softmax(class_logits, 1))
-        domain_logits = self.discriminator(grad_reverse(conditioned, self.reversal(ctx)))
+        domain_logits = self.model.domain_classifier(grad_reverse(conditioned, self.reversal(ctx)))
         return domain_loss(domain_logits, labels, self.sample_weights(class_logits, labels)), domain_logits
 
 
+@register_method("cdan_e", "cdan, domain loss weighted by 1 + exp(-entropy)", domain_head="deep")
 class CDANE(CDAN):
     """CDAN with entropy conditioning: confident predictions count more in the domain loss.
 
@@ -118,8 +136,6 @@ class CDANE(CDAN):
     code), so hard-to-transfer samples with uncertain predictions pull less on the alignment.
     The weights are constants: no gradient flows through them.
     """
-
-    name = "cdan_e"
 
     def sample_weights(self, class_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         weights = 1.0 + torch.exp(-entropy(class_logits))

@@ -8,6 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dann.models.network import DomainAdversarialNet
+
+
+def label_path(model: DomainAdversarialNet) -> nn.Sequential:
+    """Feature extractor then label predictor: the network that classifies (shares the model's modules)."""
+    return nn.Sequential(model.feature_extractor, model.label_predictor)
+
 
 class MeanTeacher(nn.Module):
     """A copy of the network that follows the student's weights as an exponential moving average.
@@ -21,17 +28,19 @@ class MeanTeacher(nn.Module):
     DIRT-T's teacher-guided refinement). The teacher is never moved by a gradient.
     """
 
-    def __init__(self, network: nn.Module, decay: float, alignment: DistributionAlignment | None = None) -> None:
+    def __init__(self, model: DomainAdversarialNet, decay: float, alignment: DistributionAlignment | None = None) -> None:
         super().__init__()
-        self.network = copy.deepcopy(network).requires_grad_(False)
+        # the label path only: a teacher never needs the domain classifier
+        self.network = copy.deepcopy(label_path(model)).requires_grad_(False)
         self.decay = decay
         self.alignment = alignment
 
     @torch.no_grad()
-    def follow(self, student: nn.Module) -> None:
+    def follow(self, student: DomainAdversarialNet) -> None:
         """Teacher weights move ``1 - decay`` of the way to the student's (buffers are copied)."""
-        torch._foreach_lerp_(list(self.network.parameters()), list(student.parameters()), 1.0 - self.decay)
-        for mine, theirs in zip(self.network.buffers(), student.buffers()):
+        path = label_path(student)
+        torch._foreach_lerp_(list(self.network.parameters()), list(path.parameters()), 1.0 - self.decay)
+        for mine, theirs in zip(self.network.buffers(), path.buffers()):
             mine.copy_(theirs)
 
     def pseudo_label_loss(

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from dann.data.batches import Batch
+from dann.errors import ConfigError
 from dann.methods.adversarial import DANN
-from dann.methods.base import StepContext, StepLoss, entropy
+from dann.methods.losses import entropy
+from dann.methods.registry import register_method
+from dann.methods.step import StepContext, StepLoss
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
@@ -35,6 +40,21 @@ def virtual_adversarial_kl(
     return kl(x + epsilon * _unit(grad))
 
 
+@dataclass
+class VADAOptions:
+    """VADA's own options (``method.vada.*``)."""
+
+    source_weight: float = 1.0  # lambda_s: virtual adversarial loss on source
+    target_weight: float = 0.1  # lambda_t: conditional entropy + virtual adversarial loss on target
+    vat_epsilon: float = 0.5  # radius of the virtual adversarial perturbation (input units)
+
+    def __post_init__(self) -> None:
+        for name in ("source_weight", "target_weight", "vat_epsilon"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"method.vada.{name} must be 0 or more, got {getattr(self, name)}")
+
+
+@register_method("vada", "dann + target entropy + virtual adversarial training")
 class VADA(DANN):
     """Virtual Adversarial Domain Adaptation (Shu et al., ICLR 2018, "A DIRT-T approach").
 
@@ -45,10 +65,11 @@ class VADA(DANN):
     cannot stop that: it matches marginals, not classes.
     """
 
-    name = "vada"
+    options_cls = VADAOptions
+    options: VADAOptions
 
-    def regularise(self, out: StepLoss, batch: Batch, features: torch.Tensor, ctx: StepContext) -> StepLoss:
-        out = super().regularise(out, batch, features, ctx)
+    def loss(self, batch: Batch, ctx: StepContext, stage: str = "model") -> StepLoss:
+        out, features = self.adversarial_step(batch, ctx)
         n_source = len(batch.source_x)
         logits = self.model.classify(features)
         vat = virtual_adversarial_kl(
@@ -56,13 +77,12 @@ class VADA(DANN):
         )
         vat_source, vat_target = vat[:n_source].mean(), vat[n_source:].mean()
         target_entropy = entropy(logits[n_source:]).mean()
-        options = self.options
-        loss = out.loss + options.vada_source_weight * vat_source
-        loss = loss + options.vada_target_weight * (target_entropy + vat_target)
+        loss = out.loss + self.options.source_weight * vat_source
+        loss = loss + self.options.target_weight * (target_entropy + vat_target)
         metrics = {
             **out.metrics,
             "target_entropy": target_entropy.detach(),
             "vat_source": vat_source.detach(),
             "vat_target": vat_target.detach(),
         }
-        return StepLoss(loss, metrics)
+        return StepLoss(loss, metrics, out.target_logits)

@@ -31,10 +31,15 @@ def mnist_network(
     in_channels: int = 3,
     n_classes: int = 10,
     batch_norm: bool = False,
+    image_size: tuple[int, int] = (28, 28),
 ) -> DomainAdversarialNet:
-    """The paper's network: label predictor 100-100-``n_classes``, domain classifier ``domain_hidden``-``n_domain_outputs``."""
+    """The paper's network: label predictor 100-100-``n_classes``, domain classifier ``domain_hidden``-``n_domain_outputs``.
+
+    On 28x28 inputs the features are the paper's 7*7*48; other sizes (multiples of 4) scale them.
+    """
+    n_features = 48 * (image_size[0] // 4) * (image_size[1] // 4)
     return DomainAdversarialNet(
         mnist_feature_extractor(in_channels, batch_norm),
-        mlp([MNIST_FEATURES, 100, 100, n_classes]),
-        mlp([MNIST_FEATURES, *domain_hidden, n_domain_outputs]),
+        mlp([n_features, 100, 100, n_classes]),
+        mlp([n_features, *domain_hidden, n_domain_outputs]),
     )

@@ -15,15 +15,19 @@ DOMAIN_MARKERS = {"source": "o", "target": "x"}  # any further domain: "+"
 
 
 def scatter_domains(
-    points: dict[str, np.ndarray], labels: dict[str, np.ndarray], path: str | Path, title: str
+    points: dict[str, np.ndarray], labels: dict[str, np.ndarray | None], path: str | Path, title: str
 ) -> None:
-    """2-D points of each domain (``points["source"]``, ``points["target"]``, ...), coloured by class, marked by domain."""
+    """2-D points of each domain (``points["source"]``, ``points["target"]``, ...), coloured by class, marked by domain.
+
+    A domain without labels (``labels[d] is None``) is drawn in grey.
+    """
     fig, ax = plt.subplots(figsize=(5.5, 5))
-    n_classes = int(max(labels[d].max() for d in labels)) + 1
+    n_classes = int(max((y.max() for y in labels.values() if y is not None), default=0)) + 1
     cmap = plt.get_cmap("tab10", max(n_classes, 2))
     for domain, xy in points.items():
+        colour = {"color": "0.5"} if labels[domain] is None else {"c": labels[domain], "cmap": cmap, "vmin": -0.5, "vmax": n_classes - 0.5}
         ax.scatter(
-            xy[:, 0], xy[:, 1], c=labels[domain], cmap=cmap, vmin=-0.5, vmax=n_classes - 0.5,
+            xy[:, 0], xy[:, 1], **colour,
             marker=DOMAIN_MARKERS.get(domain, "+"), s=12, alpha=0.6, linewidths=0.8, label=domain,
         )
     legend = ax.legend(loc="best", title="domain (colour = class)")

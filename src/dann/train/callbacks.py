@@ -1,0 +1,196 @@
+"""Small objects the training loop calls at fixed points, so the loop itself stays short.
+
+Hooks, in the order of the callback list:
+``on_train_start(state)``; ``on_step(state)`` right after the optimiser steps (timed as training);
+``on_step_end(state, logs)`` for bookkeeping (not timed; ``logs`` is a dict earlier callbacks
+fill and later ones read, e.g. evaluation results for the metrics log); ``on_interrupt(state)``
+when a signal stops training; ``on_train_end(state)``. A callback's ``state_dict()`` is saved in
+each checkpoint and given back to ``load_state_dict`` on resume, so a resumed run continues exactly.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch.optim.swa_utils import AveragedModel
+from tqdm import tqdm
+
+from dann.methods.base import Method
+from dann.train.checkpoint import load_checkpoint, save_checkpoint
+from dann.train.metrics_log import MetricsLog
+
+if TYPE_CHECKING:
+    from dann.train.loop import TrainState
+
+
+class Callback:
+    """Base class: every hook does nothing."""
+
+    def on_train_start(self, state: TrainState) -> None: ...
+
+    def on_step(self, state: TrainState) -> None: ...
+
+    def on_step_end(self, state: TrainState, logs: dict[str, Any]) -> None: ...
+
+    def on_interrupt(self, state: TrainState) -> None: ...
+
+    def on_train_end(self, state: TrainState) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class MovingAverage(Callback):
+    """An exponential moving average of the weights, warmed up; evaluated, and the weights training ends with.
+
+    Decay ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates: the warm-up lets the average
+    forget the random initial weights within a few dozen steps, so short runs are not evaluated
+    on weights close to their initialisation. It smooths the oscillation of the adversarial game.
+    """
+
+    def __init__(self, method: Method, decay: float) -> None:
+        self.averaged = AveragedModel(method, multi_avg_fn=_warm_ema(decay), use_buffers=True)
+
+    def on_train_start(self, state: TrainState) -> None:
+        state.eval_model = lambda: self.averaged.module
+
+    def on_step(self, state: TrainState) -> None:
+        self.averaged.update_parameters(state.method)
+
+    def on_train_end(self, state: TrainState) -> None:
+        state.method.load_state_dict(self.averaged.module.state_dict())
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.averaged.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.averaged.load_state_dict(state)
+
+
+def _warm_ema(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tensor], torch.Tensor], None]:
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n: torch.Tensor) -> None:
+        count = float(n)
+        if averaged[0].is_floating_point():  # AveragedModel calls this once per device and dtype
+            torch._foreach_lerp_(averaged, current, 1.0 - min(decay, (1.0 + count) / (10.0 + count)))
+        else:  # counters, e.g. BatchNorm's num_batches_tracked, are copied
+            torch._foreach_copy_(averaged, current)
+
+    return update
+
+
+class PeriodicEvaluation(Callback):
+    """Every ``every`` steps and at the end, ``evaluate(model)`` on the evaluation weights; results go into ``logs``.
+
+    Runs on rank 0 only, in eval mode; its time is not training time.
+    """
+
+    def __init__(self, evaluate: Callable[[Method], dict[str, float]], every: int) -> None:
+        self.evaluate, self.every = evaluate, every
+
+    def on_step_end(self, state: TrainState, logs: dict[str, Any]) -> None:
+        if self.every and state.is_main and (state.step % self.every == 0 or state.step == state.steps):
+            logs.update(self.evaluate(state.eval_model()))
+            state.method.train()
+
+
+class MetricsLogger(Callback):
+    """Averages each logged quantity over ``every`` steps and writes a row (JSON lines and TensorBoard).
+
+    A row also carries whatever earlier callbacks put in ``logs`` (evaluation results). On resume
+    the rows after the checkpoint are forgotten: the resumed run logs them again.
+    """
+
+    def __init__(self, log: MetricsLog, every: int) -> None:
+        self.log, self.every = log, every
+        self.sums: dict[str, torch.Tensor] = {}
+        self._rewound = False
+
+    def on_step_end(self, state: TrainState, logs: dict[str, Any]) -> None:
+        done = state.step
+        if not self._rewound and state.is_main:  # forget rows a resumed run is about to log again
+            self.log.rewind(done - 1)
+            self._rewound = True
+        for key, value in state.metrics.items():
+            self.sums[key] = self.sums.get(key, 0) + value
+        if done % self.every == 0 or done == state.steps:
+            count = self.every if done % self.every == 0 else done % self.every
+            row = {"step": done, "lr": state.lr, "lambda": state.lambda_}
+            row.update({key: float(total) / count for key, total in self.sums.items()})
+            self.sums.clear()
+            merged = {**row, **logs}
+            logs.clear()
+            logs.update(merged)
+        if logs and state.is_main:
+            self.log.write({"step": done, **logs})
+
+    def on_train_end(self, state: TrainState) -> None:
+        self.log.close()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"sums": {k: torch.as_tensor(v) for k, v in self.sums.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sums = dict(state["sums"])
+
+
+class ProgressBar(Callback):
+    """A tqdm bar with images/s and the latest losses; ``line`` keeps side-by-side runs on their own lines."""
+
+    def __init__(self, name: str, line: int = 0) -> None:
+        self.name, self.line = name, line
+        self.bar: tqdm | None = None
+
+    def on_step_end(self, state: TrainState, logs: dict[str, Any]) -> None:
+        if not state.is_main:
+            return
+        if self.bar is None:
+            self.bar = tqdm(
+                total=state.steps, initial=state.step - 1, unit="step", leave=False, dynamic_ncols=True,
+                desc=self.name, position=self.line, file=sys.stderr,
+            )
+        self.bar.update()
+        if logs:
+            shown = {k: f"{v:.3f}" for k, v in logs.items() if k.endswith("loss")}
+            self.bar.set_postfix({"img/s": f"{state.images_per_second:.0f}", **shown})
+
+    def on_train_end(self, state: TrainState) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class Checkpoint(Callback):
+    """Saves everything a resumed run needs every ``every`` steps, on a signal and at the end; resumes from it.
+
+    Put it last: it saves after the other callbacks have done their step's work, and restores
+    their states through ``load_state_dict``. Only rank 0 writes.
+    """
+
+    def __init__(self, path: str | Path, every: int) -> None:
+        self.path, self.every = Path(path), every
+
+    def on_train_start(self, state: TrainState) -> None:
+        if self.path.exists():
+            state.restore(load_checkpoint(self.path))
+            state.last_checkpoint_step = state.step
+
+    def on_step_end(self, state: TrainState, logs: dict[str, Any]) -> None:
+        if self.every and state.step % self.every == 0 and state.step < state.steps:
+            self.save(state)
+
+    def on_interrupt(self, state: TrainState) -> None:
+        self.save(state)
+
+    def on_train_end(self, state: TrainState) -> None:
+        self.save(state)
+
+    def save(self, state: TrainState) -> None:
+        if state.is_main:
+            save_checkpoint(state.snapshot(), self.path)
+        state.last_checkpoint_step = state.step
+
