@@ -18,13 +18,37 @@ class DomainAdversarialNet(nn.Module):
         - input: ``(N, *)`` whatever the feature extractor takes
         - features: ``(N, F)``; class logits: ``(N, C)``; domain logits: ``(N, D)``
           (``D = 1`` for a binary cross-entropy domain loss, else one output per domain)
+
+    ``backbone`` (optional) names a pretrained part of the feature extractor, so a training loop
+    can give it a smaller learning rate than the freshly initialised rest (see
+    :func:`lr_scaled_groups`). It must be a submodule of ``feature_extractor``; the network keeps
+    only its path, so ``state_dict`` keys do not change and copies (EMA teacher, averaged model)
+    find their own backbone.
     """
 
-    def __init__(self, feature_extractor: nn.Module, label_predictor: nn.Module, domain_classifier: nn.Module) -> None:
+    def __init__(
+        self,
+        feature_extractor: nn.Module,
+        label_predictor: nn.Module,
+        domain_classifier: nn.Module,
+        *,
+        backbone: nn.Module | None = None,
+    ) -> None:
         super().__init__()
         self.feature_extractor = feature_extractor
         self.label_predictor = label_predictor
         self.domain_classifier = domain_classifier
+        self.backbone_path: str | None = None
+        if backbone is not None:
+            paths = [name for name, m in feature_extractor.named_modules() if m is backbone]
+            if not paths:
+                raise ValueError("backbone must be a submodule of feature_extractor")
+            self.backbone_path = ".".join(p for p in ("feature_extractor", paths[0]) if p)
+
+    @property
+    def backbone(self) -> nn.Module | None:
+        """The pretrained part of the feature extractor, or None when the network has none."""
+        return None if self.backbone_path is None else self.get_submodule(self.backbone_path)
 
     @property
     def n_classes(self) -> int:
@@ -44,6 +68,25 @@ class DomainAdversarialNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits: what a trained model is used for."""
         return self.classify(self.features(x))
+
+
+def lr_scaled_groups(
+    params: list[nn.Parameter], model: DomainAdversarialNet, backbone_lr_scale: float = 0.1
+) -> list[dict]:
+    """Optimiser parameter groups: ``params`` split into the model's backbone and everything else.
+
+    Returns ``[{"params": rest, "lr_scale": 1.0}, {"params": in_backbone, "lr_scale": backbone_lr_scale}]``
+    (a group only when it has parameters). The field's convention for a pretrained backbone is
+    0.1x the heads' learning rate; a loop applies it as ``group["lr"] = lr * group["lr_scale"]``.
+    ``params`` may hold parameters outside ``model`` (a method's own), which count as "rest".
+    """
+    backbone = model.backbone
+    in_backbone = set() if backbone is None else {id(p) for p in backbone.parameters()}
+    groups = [
+        {"params": [p for p in params if id(p) not in in_backbone], "lr_scale": 1.0},
+        {"params": [p for p in params if id(p) in in_backbone], "lr_scale": backbone_lr_scale},
+    ]
+    return [g for g in groups if g["params"]]
 
 
 def linear_layers(module: nn.Module, what: str) -> list[nn.Linear]:

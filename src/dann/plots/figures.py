@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 import numpy as np  # noqa: E402
 
 DOMAIN_MARKERS = {"source": "o", "target": "x"}  # any further domain: "+"
@@ -39,26 +40,42 @@ def scatter_domains(
     plt.close(fig)
 
 
-def training_curves(rows_by_mode: dict[str, list[dict]], path: str | Path) -> None:
-    """One panel per logged quantity (lr, lambda, losses, accuracies) against step, one line per mode."""
+def mode_colours(modes: Sequence[str]) -> dict[str, tuple[float, float, float, float]]:
+    """One fixed colour per mode, by position in ``modes`` (tab10, tab20 beyond ten modes)."""
+    cmap = plt.get_cmap("tab10" if len(modes) <= 10 else "tab20")
+    return {mode: cmap(i % cmap.N) for i, mode in enumerate(modes)}
+
+
+def training_curves(rows_by_mode: dict[str, list[dict]], path: str | Path) -> dict[str, dict[str, Line2D]]:
+    """One panel per logged quantity (lr, lambda, losses, accuracies) against step, one line per mode.
+
+    Each mode keeps one colour in every panel (:func:`mode_colours`, in the order of
+    ``rows_by_mode``), also in panels where other modes have no data, and one legend for the
+    figure lists every mode. Returns the drawn lines, ``{panel key: {mode: line}}``.
+    """
     keys = ["lr", "lambda", "label_loss", "domain_loss", "label_acc", "discriminator_acc", "source_acc", "target_acc", "domain_acc"]
     present = [k for k in keys if any(k in row for rows in rows_by_mode.values() for row in rows)]
+    colours = mode_colours(list(rows_by_mode))
     cols = 4
-    fig, axes = plt.subplots((len(present) + cols - 1) // cols, cols, figsize=(4 * cols, 3 * ((len(present) + cols - 1) // cols)), squeeze=False)
+    n_rows = max((len(present) + cols - 1) // cols, 1)
+    fig, axes = plt.subplots(n_rows, cols, figsize=(4 * cols, 3 * n_rows + 0.5), squeeze=False, layout="constrained")
+    lines: dict[str, dict[str, Line2D]] = {}
     for ax, key in zip(axes.flat, present):
+        lines[key] = {}
         for mode, rows in rows_by_mode.items():
             pts = [(r["step"], r[key]) for r in rows if key in r]
             if pts:
                 steps, values = zip(*pts)
-                ax.plot(steps, values, label=mode)
+                (lines[key][mode],) = ax.plot(steps, values, color=colours[mode], label=mode)
         ax.set_title(key)
         ax.set_xlabel("step")
     for ax in list(axes.flat)[len(present):]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=8)
-    fig.tight_layout()
+    handles = [Line2D([], [], color=colour, label=mode) for mode, colour in colours.items()]
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6) or 1, fontsize=8)
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    return lines
 
 
 def image_grid(rows: Sequence[tuple[str, np.ndarray]], path: str | Path) -> None:
