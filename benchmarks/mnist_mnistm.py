@@ -63,7 +63,7 @@ def step_flops(method: Method, data: DomainData, batch_size: int) -> int:
 
 
 def target_accuracy(method: Method, data: DomainData) -> float:
-    return class_accuracy(method, extract_features(method, data.target_test, data, "target"), data.target_test.y)
+    return class_accuracy(method, extract_features(method, data.target_test.x, data.prepare, "target"), data.target_test.y)
 
 
 def run_mode(name: str, cfg: MnistStudyConfig, data: DomainData, threshold: float) -> dict[str, Any]:
@@ -88,7 +88,7 @@ def run_mode(name: str, cfg: MnistStudyConfig, data: DomainData, threshold: floa
 
     clock["start"] = time.perf_counter()
     run = train(method, data, cfg.train, cfg.seed, evaluate=check)
-    source = class_accuracy(method, extract_features(method, data.source_test, data, "source"), data.source_test.y)
+    source = class_accuracy(method, extract_features(method, data.source_test.x, data.prepare, "source"), data.source_test.y)
     print(f"{name}: target accuracy by training seconds {curve}", file=sys.stderr)
     return {
         "target_acc": round(target_accuracy(method, data), 4),

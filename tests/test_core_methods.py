@@ -4,8 +4,10 @@ import pytest
 import torch
 
 from dann.data.batches import Batch
-from dann.methods import MODES, MethodOptions, StepContext
-from dann.methods.base import domain_loss
+from helpers import make_method
+
+from dann.methods import StepContext
+from dann.methods.losses import domain_loss
 from dann.models.mnist_cnn import MNIST_FEATURES, mnist_network
 from dann.models.network import mlp_network
 
@@ -18,7 +20,7 @@ def _batch():
 
 def _grads(mode_name, lambda_=0.5):
     torch.manual_seed(0)
-    method = MODES[mode_name].method(mlp_network(2, 3, [16, 8], [8]), MethodOptions())
+    method = make_method(mode_name, mlp_network(2, 3, [16, 8], [8]))
     out = method(_batch(), StepContext(0, 0.5, lambda_))
     out.loss.backward()
     parts = {"extractor": method.model.feature_extractor, "label": method.model.label_predictor, "domain": method.model.domain_classifier}
@@ -40,7 +42,7 @@ def test_which_parts_a_mode_trains(mode, moves):
 
 def test_domain_only_extractor_gradient_is_the_unreversed_domain_gradient():
     torch.manual_seed(0)
-    method = MODES["domain_only"].method(mlp_network(2, 3, [16, 8], [8]))
+    method = make_method("domain_only", mlp_network(2, 3, [16, 8], [8]))
     batch = _batch()
     extractor = list(method.model.feature_extractor.parameters())
     total = torch.autograd.grad(method(batch, StepContext(0, 0.5, 0.5)).loss, extractor)
@@ -54,7 +56,7 @@ def test_domain_only_extractor_gradient_is_the_unreversed_domain_gradient():
 def test_dann_reverses_the_domain_gradient_into_the_extractor():
     torch.manual_seed(0)
     model = mlp_network(2, 3, [16, 8], [8])
-    dann = MODES["dann"].method(model)
+    dann = make_method("dann", model)
     batch = _batch()
     feats = model.features(torch.cat([batch.source_x, batch.target_x]))
     labels = torch.cat([torch.zeros(8), torch.ones(8)]).long()

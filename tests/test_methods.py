@@ -1,4 +1,4 @@
-"""The methods of issue 5: which parameters each stage moves, the shared options, and Blobs results.
+"""The methods: which parameters each stage moves, the shared options, and Blobs results.
 
 Blobs thresholds were measured on the default Blobs config, seed 0, one thread (source_only
 0.745 target accuracy; dann 0.995, dann_alternating 0.995, adda 1.000, cdan 0.998, cdan_e 0.995,
@@ -10,25 +10,30 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from helpers import make_method
+
+from dann.config import from_dict, to_dict
 from dann.data.batches import Batch
 from dann.errors import ConfigError
 from dann.evaluate.metrics import evaluate
-from dann.experiments import get_experiment
-from dann.experiments.study import resolve_config
-from dann.methods import MODES, MethodOptions, StepContext, get_mode
+from dann.experiments import get_experiment, resolve_config
+from dann.fit import fit
+from dann.methods import METHODS, MethodConfig, StepContext, resolve_method_options
+from dann.methods.adda import ADDAOptions
 from dann.methods.alternating import generator_loss
-from dann.methods.base import class_imbalance, domain_loss
-from dann.methods.conditional import MultilinearMap
-from dann.methods.teacher import DistributionAlignment
-from dann.methods.vada import virtual_adversarial_kl
+from dann.methods.conditional import CDANOptions, MultilinearMap
+from dann.methods.losses import class_imbalance, domain_loss
+from dann.methods.teacher import DistributionAlignment, label_path
+from dann.methods.vada import VADAOptions, virtual_adversarial_kl
 from dann.models.network import DomainAdversarialNet, mlp, mlp_network
-from dann.train.loop import TrainConfig, train
+from dann.train.loop import TrainConfig
 from dann.train.metrics_log import MetricsLog, read_metrics
 
 
@@ -47,8 +52,7 @@ def _batch(n: int = 16) -> Batch:
 
 
 def _method(mode: str, **options):
-    torch.manual_seed(0)
-    return get_mode(mode).method(mlp_network(2, 3, [16, 8], [8]), MethodOptions(**options))
+    return make_method(mode, **options)
 
 
 def _parts(method) -> dict[str, nn.Module]:
@@ -57,7 +61,7 @@ def _parts(method) -> dict[str, nn.Module]:
         "label": method.model.label_predictor,
         "domain": method.model.domain_classifier,
     }
-    for name in ("target_encoder", "discriminator", "teacher"):
+    for name in ("target_encoder", "teacher"):
         if getattr(method, name, None) is not None:
             parts[name] = getattr(method, name)
     return parts
@@ -92,8 +96,8 @@ EARLY, LATE = StepContext(0, 0.1, 0.5), StepContext(90, 0.9, 0.5)
         ("adda", EARLY, "source", {"extractor", "label"}),
         ("adda", LATE, "discriminator", {"domain"}),
         ("adda", LATE, "target", {"target_encoder"}),
-        ("cdan", LATE, "model", {"extractor", "label", "discriminator"}),
-        ("cdan_e", LATE, "model", {"extractor", "label", "discriminator"}),
+        ("cdan", LATE, "model", {"extractor", "label", "domain"}),  # its own discriminator replaces the model's
+        ("cdan_e", LATE, "model", {"extractor", "label", "domain"}),
         ("vada", LATE, "model", {"extractor", "label", "domain"}),
         ("dann_teacher", LATE, "model", {"extractor", "label", "domain"}),  # the teacher: never by gradient
     ],
@@ -113,7 +117,7 @@ def test_discriminator_stage_sends_no_gradient_into_the_features(mode):
 
 
 def test_adda_phases_and_which_stages_run():
-    method = _method("adda", adda_pretrain_fraction=0.4)
+    method = _method("adda", pretrain_fraction=0.4)
     assert method.active_stages(StepContext(0, 0.39, 0.0)) == ("source",)
     assert method.active_stages(StepContext(0, 0.4, 0.0)) == ("discriminator", "target")
     x = _batch().target_x
@@ -123,7 +127,7 @@ def test_adda_phases_and_which_stages_run():
 def test_adda_phase_two_leaves_source_encoder_and_classifier_alone(tmp_path):
     """Through the shared loop: weights at the phase switch (step 10) and at the end (step 20)."""
     data = get_experiment("blobs").load_data(resolve_config(get_experiment("blobs"), {}), None)
-    method = _method("adda", adda_pretrain_fraction=0.5)
+    method = _method("adda", pretrain_fraction=0.5)
     snapshots = []
 
     def snapshot(m):
@@ -132,7 +136,7 @@ def test_adda_phase_two_leaves_source_encoder_and_classifier_alone(tmp_path):
 
     cfg = TrainConfig(steps=20, batch_size=16, log_every=10, eval_every=10, checkpoint_every=0)
     with MetricsLog(tmp_path / "adda.jsonl") as log:
-        train(method, data, cfg, seed=0, log=log, evaluate=snapshot)
+        fit(data, method, train_config=cfg, seed=0, log=log, evaluate=snapshot)
     at_switch, end = snapshots
     frozen = [k for k in end if k.startswith(("model.feature_extractor.", "model.label_predictor."))]
     assert frozen and all(torch.equal(at_switch[k], end[k]) for k in frozen)
@@ -165,19 +169,19 @@ def test_resumed_run_ends_with_the_uninterrupted_weights(tmp_path, mode):
         return {}
 
     method_steps = list(range(1, 21))
-    interrupted = _method(mode, adda_pretrain_fraction=0.5)
+    options = {"pretrain_fraction": 0.5} if mode == "adda" else {}
+    interrupted = _method(mode, **options)
     with pytest.raises(Stop):
-        train(interrupted, data, cfg, seed=0, evaluate=stop_at_14, checkpoint_path=tmp_path / "ckpt.pt")
-    resumed = _method(mode, adda_pretrain_fraction=0.5)
-    train(resumed, data, cfg, seed=0, checkpoint_path=tmp_path / "ckpt.pt")
-    torch.manual_seed(0)
-    straight = _method(mode, adda_pretrain_fraction=0.5)
-    train(straight, data, cfg, seed=0)
+        fit(data, interrupted, train_config=cfg, seed=0, evaluate=stop_at_14, checkpoint=tmp_path / "ckpt.pt")
+    resumed = _method(mode, **options)
+    fit(data, resumed, train_config=cfg, seed=0, checkpoint=tmp_path / "ckpt.pt")
+    straight = _method(mode, **options)
+    fit(data, straight, train_config=cfg, seed=0)
     for key, value in straight.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[key]), key
 
 
-@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("mode", list(METHODS))
 def test_stage_groups_are_disjoint_method_parameters(mode):
     method = _method(mode)
     groups = method.parameter_groups()
@@ -186,12 +190,15 @@ def test_stage_groups_are_disjoint_method_parameters(mode):
     assert len(ids) == len(set(ids)) and set(ids) <= {id(p) for p in method.parameters()}
 
 
-def test_cdan_trains_its_own_discriminator_not_the_models():
+def test_cdan_builds_the_discriminator_it_needs_and_no_other():
     method = _method("cdan")
-    trained = {id(p) for p in method.parameter_groups()["model"]}
-    assert not {id(p) for p in method.model.domain_classifier.parameters()} & trained
     # features (8) x classes (3) = 24 inputs: the outer product, below the default threshold
     assert not method.conditional_map.randomised and method.conditional_map.out_features == 24
+    # the model's domain classifier is CDAN's own, sized for the conditioned input: no unused head
+    assert method.model.domain_classifier[0].in_features == 24
+    trained = {id(p) for p in method.parameter_groups()["model"]}
+    assert {id(p) for p in method.model.domain_classifier.parameters()} <= trained
+    assert all(id(p) in trained for p in method.parameters() if p.requires_grad)
 
 
 def test_multilinear_map_outer_product_and_its_random_approximation():
@@ -275,14 +282,14 @@ def _loss(mode: str, ctx: StepContext = LATE, **options):
     return method(_batch(), ctx, stage)
 
 
-@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("mode", list(METHODS))
 def test_entropy_weight_adds_target_entropy_to_any_method(mode):
     off, on = _loss(mode), _loss(mode, entropy_weight=0.5)
     assert "target_entropy" in on.metrics
     assert torch.allclose(on.loss - off.loss, 0.5 * on.metrics["target_entropy"], atol=1e-5)
 
 
-@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("mode", list(METHODS))
 def test_class_balance_weight_adds_the_target_class_imbalance_to_any_method(mode):
     off, on = _loss(mode), _loss(mode, class_balance_weight=0.5)
     assert on.metrics["class_imbalance"] > 0
@@ -335,8 +342,10 @@ def test_teacher_follows_the_student_as_a_moving_average():
             p.add_(1.0)
     before = copy.deepcopy(method.teacher.network.state_dict())
     method(_batch(), LATE)
-    for (key, student), teacher in zip(method.model.state_dict().items(), method.teacher.network.state_dict().values()):
-        assert torch.allclose(teacher, 0.9 * before[key] + 0.1 * student, atol=1e-6), key
+    student = label_path(method.model).state_dict()  # the teacher copies the label path alone
+    assert set(student) == set(before)
+    for key, teacher in method.teacher.network.state_dict().items():
+        assert torch.allclose(teacher, 0.9 * before[key] + 0.1 * student[key], atol=1e-6), key
 
 
 def test_pseudo_labels_are_the_confident_teacher_predictions_on_the_unaugmented_target():
@@ -356,11 +365,35 @@ def test_pseudo_labels_are_the_confident_teacher_predictions_on_the_unaugmented_
 
 
 def test_invalid_options_are_config_errors():
-
-    for bad in ({"adda_pretrain_fraction": 1.0}, {"entropy_weight": -1.0}, {"class_balance_weight": -0.1}, {"cdan_random_dim": 0}, {"label_smoothing": 1},
-                {"teacher_decay": 1.0}, {"pseudo_label_threshold": -0.1}, {"pseudo_label_weight": -1.0}):
+    for bad in ({"entropy_weight": -1.0}, {"class_balance_weight": -0.1}, {"label_smoothing": 1},
+                {"teacher_decay": 1.0}, {"pseudo_label_threshold": -0.1}, {"pseudo_label_weight": -1.0}, {"transfer_weight": -1.0}):
         with pytest.raises(ConfigError):
-            MethodOptions(**bad)
+            MethodConfig(**bad)
+    for options_cls, bad in ((ADDAOptions, {"pretrain_fraction": 1.0}), (CDANOptions, {"random_dim": 0}), (VADAOptions, {"vat_epsilon": -1.0})):
+        with pytest.raises(ConfigError):
+            options_cls(**bad)
+
+
+@pytest.mark.parametrize(
+    "modes, section, message",
+    [
+        (["dann"], {"random_dim": 8}, "unknown config key 'method.random_dim'"),
+        (["dann"], {"cdan": {"random_dim": 8}}, "method.cdan sets options for cdan, which is not among the modes"),
+        (["dann"], {"dann": {"x": 1}}, "method.dann: dann has no options of its own"),
+        (["cdan"], {"cdan": {"random_dimm": 8}}, "unknown config key 'method.cdan.random_dimm'"),
+        (["adda", "dann"], {"self_training": True}, "self_training needs one-stage methods that take it; adda do not"),
+    ],
+)
+def test_an_option_the_method_does_not_take_is_a_one_line_config_error(modes, section, message):
+    with pytest.raises(ConfigError, match=re.escape(message)) as err:
+        resolve_method_options(from_dict(MethodConfig, section, prefix="method."), modes)
+    assert "\n" not in str(err.value)
+
+
+def test_a_methods_options_sit_under_its_name_and_are_filled_in():
+    config = resolve_method_options(from_dict(MethodConfig, {"cdan": {"random_dim": 8}}), ["cdan", "cdan_e", "dann"])
+    assert config.per_method == {"cdan": CDANOptions(random_dim=8), "cdan_e": CDANOptions()}
+    assert to_dict(config)["cdan"]["random_dim"] == 8 and "per_method" not in to_dict(config)
 
 
 # --- Blobs: the default study config, seed 0 -------------------------------------------------
@@ -375,10 +408,9 @@ def blobs():
 
     def run(mode: str) -> dict[str, float]:
         if mode not in results:
-            torch.manual_seed(cfg.seed)
-            method = get_mode(mode).method(experiment.build_model(cfg, get_mode(mode), data), cfg.method)
-            train(method, data, cfg.train, cfg.seed)
-            results[mode] = evaluate(method, data, cfg.probe_samples, cfg.seed)
+            method_cfg = resolve_method_options(copy.deepcopy(cfg.method), [mode])
+            fitted = fit(data, mode, model=cfg.model, config=method_cfg, train_config=cfg.train, seed=cfg.seed)
+            results[mode] = evaluate(fitted.method, data, cfg.probe_samples, cfg.seed)
         return results[mode]
 
     return run
@@ -399,10 +431,11 @@ def test_cdan_bottleneck_conditions_on_the_label_predictors_last_hidden_layer():
     torch.manual_seed(0)
     label_predictor = mlp([8, 6, 3])
     model = DomainAdversarialNet(nn.Sequential(nn.Linear(2, 8), nn.ReLU()), label_predictor, mlp([8, 4, 1]))
-    method = get_mode("cdan").method(model, MethodOptions())
+    extractor_model = copy.deepcopy(model)
+    method = make_method("cdan", model)
     # hidden (6) x classes (3): the discriminator's input; with extractor features it would be 8 x 3
     assert method.conditional_map.out_features == 18
-    assert get_mode("cdan").method(copy.deepcopy(model), MethodOptions(cdan_features="extractor")).conditional_map.out_features == 24
+    assert make_method("cdan", extractor_model, features="extractor").conditional_map.out_features == 24
     batch = _batch()
     features = model.features(torch.cat([batch.source_x, batch.target_x]))
     loss, _ = method.adversarial_loss(features, batch.domain_labels(), StepContext(1, 0.5, 1.0))
@@ -413,16 +446,17 @@ def test_cdan_bottleneck_conditions_on_the_label_predictors_last_hidden_layer():
 
 
 def test_cdan_dropout_sits_between_the_discriminators_hidden_layers_and_only_in_training():
-    method = _method("cdan", cdan_dropout=0.5)
-    assert [type(m) for m in method.discriminator] == [nn.Linear, nn.ReLU, nn.Dropout, nn.Linear]
-    assert not any(isinstance(m, nn.Dropout) for m in _method("cdan").discriminator)
+    method = _method("cdan", dropout=0.5)
+    discriminator = method.model.domain_classifier
+    assert [type(m) for m in discriminator] == [nn.Linear, nn.ReLU, nn.Dropout, nn.Linear]
+    assert not any(isinstance(m, nn.Dropout) for m in _method("cdan").model.domain_classifier)
     x = torch.randn(64, method.conditional_map.out_features)
     method.eval()
-    assert torch.equal(method.discriminator(x), method.discriminator(x))
+    assert torch.equal(discriminator(x), discriminator(x))
     method.train()
-    assert not torch.equal(method.discriminator(x), method.discriminator(x))
-    with pytest.raises(ConfigError, match="cdan_dropout"):
-        MethodOptions(cdan_dropout=1.0)
+    assert not torch.equal(discriminator(x), discriminator(x))
+    with pytest.raises(ConfigError, match="method.cdan.dropout"):
+        CDANOptions(dropout=1.0)
 
 
 @pytest.mark.parametrize("mode", ["source_only", "cdan_e", "vada"])
@@ -490,7 +524,7 @@ def test_distribution_alignment_moves_target_class_use_to_the_sources():
 def test_align_pseudo_labels_gives_the_teacher_an_alignment_and_uses_the_source_labels(monkeypatch):
     assert _method("dann_teacher").teacher.alignment is None
     method = _method("dann_teacher", align_pseudo_labels=True, pseudo_label_threshold=0.0)
-    assert "teacher.alignment.target_mean" in method.state_dict()
+    assert "regularisers.teacher.alignment.target_mean" in method.state_dict()
     seen = []
     original = method.teacher.alignment.forward
 
@@ -509,7 +543,7 @@ def test_align_pseudo_labels_gives_the_teacher_an_alignment_and_uses_the_source_
 def test_cdan_keeps_each_weight_once_in_its_state_dict(features):
     torch.manual_seed(0)
     model = DomainAdversarialNet(nn.Sequential(nn.Linear(2, 8), nn.ReLU()), mlp([8, 6, 3]), mlp([8, 4, 1]))
-    method = get_mode("cdan").method(model, MethodOptions(cdan_features=features))
+    method = make_method("cdan", model, features=features)
     state = method.state_dict()
     assert len({t.data_ptr() for t in state.values()}) == len(state)
     # a deep copy (the moving average of the weights is one) still uses the copied model's layers

@@ -6,14 +6,14 @@ import torch
 from torch import nn
 
 from dann.evaluate.metrics import information_maximisation
-from dann.methods import MethodOptions, get_mode
+from helpers import make_method
 from dann.models.network import DomainAdversarialNet
 
 
 def _method_predicting(logits: torch.Tensor):
     """A method whose label predictor returns ``logits`` as they are (features are the logits)."""
     model = DomainAdversarialNet(nn.Identity(), nn.Identity(), nn.Linear(logits.shape[1], 1))
-    return get_mode("dann").method(model, MethodOptions())
+    return make_method("dann", model)
 
 
 def test_information_maximisation_rewards_confident_balanced_predictions_only():

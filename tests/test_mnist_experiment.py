@@ -13,9 +13,8 @@ from dann.data import mnist
 from dann.evaluate.metrics import class_accuracy, extract_features
 from dann.experiments import get_experiment
 from dann.experiments import mnist_mnistm as mm
-from dann.experiments.study import resolve_config
-from dann.methods import get_mode
-from dann.train.loop import train
+from dann.experiments import resolve_config
+from dann.fit import build_network, fit
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 needs_shared_data = pytest.mark.skipif(
@@ -139,13 +138,13 @@ def test_intermediate_domain_blends_each_digit_with_its_mnistm_image(monkeypatch
     assert between.name == "intermediate" and not between.labelled and data.n_domains == 3
     expected = np.rint(0.75 * digits[..., None].astype(np.float32) + 0.25 * coloured).astype(np.uint8)
     assert torch.equal(between.train.x, torch.from_numpy(expected).permute(0, 3, 1, 2))
-    model = experiment.build_model(cfg, get_mode("dann"), data)
+    model = build_network(data, "dann", cfg.model, cfg.method)
     assert model.domain_classifier[-1].out_features == 3
 
 
-def test_protocols_and_partial_overrides():
+def test_recipes_and_partial_overrides():
     experiment = get_experiment("mnist-mnistm")
-    paper = resolve_config(experiment, {"protocol": "paper"})
+    paper = resolve_config(experiment, {"recipe": "paper"})
     assert (paper.train.optimizer, paper.train.lr, paper.train.momentum, paper.train.batch_size) == ("sgd", 0.01, 0.9, 128)
     assert (paper.train.lr_schedule, paper.train.lambda_schedule, paper.model.domain_hidden) == ("paper", "paper", [100])
     assert (paper.data.normalise, paper.data.augment, paper.train.ema_decay) == ("channel_mean", "none", 0.0)
@@ -165,12 +164,9 @@ def test_short_dann_run_beats_chance(real_data):
         {"data": {"train_limit": 2000, "test_limit": 500}, "train": {"steps": 50, "batch_size": 64, "progress_bar": False}},
     )
     data = experiment.load_data(cfg, str(real_data))
-    mode = get_mode("dann")
-    torch.manual_seed(0)
-    method = mode.method(experiment.build_model(cfg, mode, data), cfg.method)
-    train(method, data, cfg.train, cfg.seed)
+    method = fit(data, "dann", model=cfg.model, config=cfg.method, train_config=cfg.train, seed=cfg.seed).method
     accuracy = {
-        domain: class_accuracy(method, extract_features(method, split, data, domain), split.y)
+        domain: class_accuracy(method, extract_features(method, split.x, data.prepare, domain), split.y)
         for domain, split in (("source", data.source_test), ("target", data.target_test))
     }
     assert accuracy["source"] > 0.5, accuracy  # chance is 0.1

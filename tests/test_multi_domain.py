@@ -11,9 +11,11 @@ from dann.data.domains import DomainData, ExtraDomain, Split
 from dann.errors import ConfigError, DataError
 from dann.evaluate.metrics import evaluate
 from dann.experiments import get_experiment
-from dann.experiments.study import resolve_config
-from dann.methods import MethodOptions, StepContext, get_mode
-from dann.train.loop import train
+from helpers import make_method
+
+from dann.experiments import resolve_config
+from dann.fit import build_network, fit
+from dann.methods import StepContext
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
@@ -89,21 +91,21 @@ def test_bce_on_three_domains_asks_for_ce():
     cfg = resolve_config(blobs, {"data": {"intermediate": 0.5}})
     data = blobs.load_data(cfg, None)
     with pytest.raises(ConfigError, match="domain_loss=ce"):
-        blobs.build_model(cfg, get_mode("dann"), data)
+        build_network(data, "dann", cfg.model, cfg.method)
     cfg.method.domain_loss = "ce"
-    assert blobs.build_model(cfg, get_mode("dann"), data).domain_classifier[-1].out_features == 3
+    assert build_network(data, "dann", cfg.model, cfg.method).domain_classifier[-1].out_features == 3
 
 
 def test_flip_generator_loss_needs_two_domains():
     blobs = get_experiment("blobs")
     cfg = resolve_config(blobs, {"data": {"intermediate": 0.5}, "method": {"domain_loss": "ce"}})
     data = blobs.load_data(cfg, None)
-    mode = get_mode("dann_alternating")
-    method = mode.method(blobs.build_model(cfg, mode, data), cfg.method)
+    network = build_network(data, "dann_alternating", cfg.model, cfg.method)
+    method = make_method("dann_alternating", network, domain_loss="ce")
     batch = PairedBatches(*data.training_domains(), batch_size=4, seed=0).next()
     with pytest.raises(ConfigError, match="flip needs two domains"):
         method(batch, StepContext(0, 0.0, 1.0), "generator")
-    method.options = MethodOptions(domain_loss="ce", generator_loss="uniform")
+    method = make_method("dann_alternating", network, domain_loss="ce", generator_loss="uniform")
     assert torch.isfinite(method(batch, StepContext(0, 0.0, 1.0), "generator").loss)
 
 
@@ -115,8 +117,6 @@ def test_adaptation_through_an_intermediate_domain_beats_source_only_on_blobs(mo
     data = blobs.load_data(cfg, None)
     results = {}
     for name in ("source_only", mode):
-        torch.manual_seed(cfg.seed)
-        method = get_mode(name).method(blobs.build_model(cfg, get_mode(name), data), cfg.method)
-        train(method, data, cfg.train, cfg.seed)
+        method = fit(data, name, model=cfg.model, config=cfg.method, train_config=cfg.train, seed=cfg.seed).method
         results[name] = evaluate(method, data, probe_samples=cfg.probe_samples, seed=cfg.seed)["target_acc"]
     assert results[mode] >= results["source_only"] + 0.15, results

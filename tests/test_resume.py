@@ -14,11 +14,12 @@ import torch
 from dann.cli import main
 from dann.data.blobs import BlobsConfig, make_blobs_domains
 from dann.errors import DataError
-from dann.methods import MethodOptions, StepLoss
+from dann.fit import fit
+from dann.methods import StepLoss
 from dann.methods.supervised import SourceOnly
 from dann.models.network import mlp_network
 from dann.train.checkpoint import load_checkpoint, save_checkpoint
-from dann.train.loop import NonFiniteLossError, TrainConfig, train
+from dann.train.loop import NonFiniteLossError, TrainConfig
 
 RUN = ["run", "blobs", "--set", "modes=[dann]", "--set", "train.eval_every=0"]
 
@@ -101,19 +102,17 @@ def test_rerun_with_the_same_seed_gives_identical_results(tmp_path):
 
 
 class _Explodes(SourceOnly):
-    name = "explodes"
-
-    def forward(self, batch, ctx, stage="model"):
-        out = super().forward(batch, ctx, stage)
+    def loss(self, batch, ctx, stage="model"):
+        out = super().loss(batch, ctx, stage)
         return StepLoss(out.loss * (float("nan") if ctx.step == 7 else 1.0), out.metrics)
 
 
 def test_non_finite_loss_stops_with_step_mode_and_keeps_the_last_checkpoint(tmp_path):
     data = make_blobs_domains(BlobsConfig(train_per_class=20, test_per_class=5))
-    method = _Explodes(mlp_network(2, 3, [8], [8]), MethodOptions())
+    method = _Explodes(mlp_network(2, 3, [8], [8]))
     path = tmp_path / "ck.pt"
-    with pytest.raises(NonFiniteLossError, match=r"non-finite loss \(nan\) at step 7 in mode 'explodes'.*label_loss"):
-        train(method, data, TrainConfig(steps=20, checkpoint_every=5), seed=0, checkpoint_path=path)
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss \(nan\) at step 7 of 'explodes'.*label_loss.*checkpoint of step 5 is kept"):
+        fit(data, method, train_config=TrainConfig(steps=20, checkpoint_every=5), seed=0, checkpoint=path, name="explodes")
     assert load_checkpoint(path)["step"] == 5
 
 

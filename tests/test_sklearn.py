@@ -11,10 +11,10 @@ from torch import nn
 from dann.data.blobs import BlobsConfig, make_blobs_domains
 from dann.evaluate.metrics import extract_features
 from dann.experiments.blobs import Blobs, BlobsStudyConfig
-from dann.methods import MODES, get_mode
+from dann.fit import fit
+from dann.methods import METHODS
 from dann.models.network import DomainAdversarialNet, mlp
 from dann.sklearn import DANNClassifier, NoTargetDataWarning, adaptation_modes
-from dann.train.loop import train
 
 #: Checks that may fail for a reason that is not a bug (non-strict xfail); see the README's sklearn section.
 EXPECTED_FAILED_CHECKS = {
@@ -61,7 +61,7 @@ def one_torch_thread():
 def study_params(cfg: BlobsStudyConfig) -> dict:
     """The estimator parameters that train like the Blobs study's config."""
     return dict(
-        hidden=tuple(cfg.model.hidden), domain_hidden=tuple(cfg.model.domain_hidden), steps=cfg.train.steps,
+        hidden=tuple(cfg.model.options.hidden), domain_hidden=tuple(cfg.model.domain_hidden), steps=cfg.train.steps,
         batch_size=cfg.train.batch_size, lr=cfg.train.lr, lambda_max=cfg.train.lambda_max, random_state=cfg.seed,
     )
 
@@ -71,12 +71,10 @@ def test_trains_exactly_like_the_blobs_study():
     cfg = BlobsStudyConfig()
     cfg.train.steps = 40
     data = Blobs().load_data(cfg, None)
-    torch.manual_seed(cfg.seed)  # what the study runner does before building each mode's model
-    method = get_mode("dann").method(Blobs().build_model(cfg, get_mode("dann"), data), cfg.method)
-    train(method, data, cfg.train, cfg.seed)
+    method = fit(data, "dann", model=cfg.model, config=cfg.method, train_config=cfg.train, seed=cfg.seed).method
     est = DANNClassifier(standardize=False, **study_params(cfg))  # the study feeds raw coordinates
     est.fit(data.source_train.x.numpy(), data.source_train.y.numpy(), X_target=data.target_train.x.numpy())
-    expected = extract_features(method, data.target_test, data, "target").numpy()
+    expected = extract_features(method, data.target_test.x, data.prepare, "target").numpy()
     np.testing.assert_array_equal(est.transform(data.target_test.x.numpy()), expected)
 
 
@@ -199,7 +197,7 @@ def test_custom_network_for_other_shapes():
 
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(20, 2, 5, 5)), np.arange(20) % 2
-    with pytest.raises(ValueError, match="no default network for samples of shape"):
+    with pytest.raises(ValueError, match="network lenet takes images .n, C, H, W. with H and W multiples of 4"):
         DANNClassifier(steps=2).fit(X, y, X_target=X)
     est = DANNClassifier(network=network, steps=2).fit(X, y, X_target=X)
     assert est.transform(X).shape == (20, 8)
@@ -211,7 +209,7 @@ def test_every_registered_mode_without_target_labels_fits():
     X, y, Xt = small_problem()
     modes = adaptation_modes()
     assert {"source_only", "dann", "domain_only", "dann_deep"} <= set(modes)
-    assert not {name for name, mode in MODES.items() if mode.method.uses_target_labels} & set(modes)
+    assert not {name for name, entry in METHODS.items() if entry.cls.uses_target_labels} & set(modes)
     for mode in modes:
         assert DANNClassifier(mode=mode, steps=4).fit(X, y, X_target=Xt).predict(Xt).shape == (len(Xt),)
 
@@ -220,11 +218,11 @@ def test_every_registered_mode_without_target_labels_fits():
     "params, match",
     [
         ({"mode": "target_only"}, "'target_only' reads target labels.*choose from source_only, dann"),
-        ({"mode": "nope"}, "'nope' is not a registered mode"),
+        ({"mode": "nope"}, "'nope' is not a registered method"),
         ({"optimizer": "rmsprop"}, "'optimizer' must be one of 'sgd', 'adam'"),
         ({"steps": 0}, "steps must be at least 1"),
         ({"domain_loss": "mse"}, "'domain_loss' must be one of 'bce', 'ce'"),
-        ({"method_options": {"nope": 1}}, "unknown config key 'nope'"),
+        ({"method_options": {"nope": 1}}, "unknown method option 'nope' for mode 'dann'"),
         ({"method_options": {"transfer_weight": 2.0}}, "transfer_weight is a parameter of its own"),
     ],
 )

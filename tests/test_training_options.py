@@ -5,12 +5,12 @@ import torch
 
 from dann.data.augment import RandomInvert
 from dann.data.blobs import BlobsConfig, make_blobs_domains
-from dann.errors import ConfigError
-from dann.methods import MethodOptions
+from dann.errors import ConfigError, DataError
+from dann.fit import fit
 from dann.methods.adversarial import DANN
 from dann.models.network import mlp_network
 from dann.train.checkpoint import load_checkpoint
-from dann.train.loop import TrainConfig, train
+from dann.train.loop import TrainConfig
 
 
 def _data():
@@ -19,9 +19,9 @@ def _data():
 
 def _trained(steps, checkpoint_path=None, method_cls=DANN, **overrides):
     torch.manual_seed(0)
-    method = method_cls(mlp_network(2, 3, [8], [8]), MethodOptions())
+    method = method_cls(mlp_network(2, 3, [8], [8]))
     cfg = TrainConfig(steps=steps, batch_size=16, lr_schedule="constant", lambda_schedule="constant", checkpoint_every=10, **overrides)
-    train(method, _data(), cfg, seed=0, checkpoint_path=checkpoint_path)
+    fit(_data(), method, train_config=cfg, seed=0, checkpoint=checkpoint_path)
     return method.state_dict()
 
 
@@ -39,9 +39,9 @@ def test_ema_averages_batch_norm_statistics_and_copies_its_step_counter():
     torch.manual_seed(0)
     model = mlp_network(2, 3, [8], [8])
     model.feature_extractor = torch.nn.Sequential(model.feature_extractor, torch.nn.BatchNorm1d(8))
-    method = DANN(model, MethodOptions())
+    method = DANN(model)
     cfg = TrainConfig(steps=5, batch_size=16, ema_decay=0.9)
-    train(method, _data(), cfg, seed=0)  # integer buffers cannot be interpolated: this used to crash
+    fit(_data(), method, train_config=cfg, seed=0)  # integer buffers cannot be interpolated: this used to crash
     bn = method.model.feature_extractor[1]
     assert int(bn.num_batches_tracked) == 5 and not torch.equal(bn.running_mean, torch.zeros(8))
 
@@ -70,7 +70,7 @@ def test_ema_run_resumed_after_a_crash_ends_bit_for_bit_like_an_uninterrupted_on
 def test_resuming_without_the_averaged_weights_is_a_clear_error(tmp_path):
     path = tmp_path / "ck.pt"
     _trained(10, path)
-    with pytest.raises(Exception, match="without train.ema_decay"):
+    with pytest.raises(DataError, match="checkpoint does not fit this run.*delete it to retrain"):
         _trained(20, path, ema_decay=0.9)
 
 

@@ -55,7 +55,7 @@ def build_network(data: DomainData, method: str, model: ModelConfig | NetworkBui
 
 def fit(
     data: DomainData,
-    method: str = "dann",
+    method: str | Method = "dann",
     *,
     model: ModelConfig | NetworkBuilder | None = None,
     config: MethodConfig | None = None,
@@ -72,7 +72,8 @@ def fit(
 
     Args:
         data: labelled source and target (labels optional) splits, with their ``prepare`` and ``augment``.
-        method: a registered method name (``dann``, ``cdan_e``, ...; see ``dann run --list``).
+        method: a registered method name (``dann``, ``cdan_e``, ...; see ``dann run --list``), or
+            a :class:`Method` already built around its network (``model`` and ``config`` then unused).
         model: a :class:`ModelConfig` (a registered network and its options) or a callable
             ``NetworkRequest -> DomainAdversarialNet``; default ``mlp`` for vectors, ``lenet`` for images.
         config: the shared method settings and the method's own options (``config.per_method[method]``).
@@ -86,20 +87,21 @@ def fit(
         progress_line: the terminal line of this run's progress bar when several train side by side.
     """
     train_config = train_config or TrainConfig()
-    config = resolve_method_options(copy.deepcopy(config or MethodConfig()), [method])
-    name = name or method
-    entry = get_method(method)
-    if entry.cls.uses_target_labels and not data.target_labelled:
+    name = name or (method if isinstance(method, str) else type(method).__name__)
+    uses_target_labels = get_method(method).cls.uses_target_labels if isinstance(method, str) else method.uses_target_labels
+    if uses_target_labels and not data.target_labelled:
         raise ConfigError(f"{name} is an oracle that trains on target labels, but this target has none")
     group = distributed.current()
     device = resolve_device(train_config.device, group.world_size)
     check_precision(train_config.precision, device)
 
     torch.manual_seed(seed)
-    network = build_network(data, method, model or default_model(data), config)
-    trained = build_method(method, network, config).to(device)
+    if isinstance(method, str):
+        config = resolve_method_options(copy.deepcopy(config or MethodConfig()), [method])
+        method = build_method(method, build_network(data, method, model or default_model(data), config), config)
+    trained = method.to(device)
     batches = PairedBatches.from_data(
-        data, train_config.batch_size, seed, with_target_labels=entry.cls.uses_target_labels,
+        data, train_config.batch_size, seed, with_target_labels=uses_target_labels,
         rank=group.rank, world_size=group.world_size, device=device,
     )
     steps: list[Callback] = []

@@ -22,7 +22,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from dann.config import from_dict
-from dann.data.domains import DomainData, Split
+from dann.data.domains import DomainData, Split, identity
 from dann.evaluate.metrics import extract_features
 from dann.fit import fit
 from dann.methods import METHODS, MethodConfig, get_method, resolve_method_options
@@ -336,8 +336,7 @@ class DANNClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Transform
 
     def _extract(self, X: np.ndarray) -> torch.Tensor:
         """Features of validated ``X`` through the shared evaluation code (eval mode, no grad, in chunks)."""
-        samples = _unlabelled(_standardised(X, self.input_mean_, self.input_scale_))
-        return extract_features(self.method_, samples, _domain_data(samples, samples, len(self.classes_)), "target")
+        return extract_features(self.method_, _standardised(X, self.input_mean_, self.input_scale_), identity, "target")
 
     @torch.no_grad()
     def _logits(self, X: Any) -> torch.Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
@@ -18,15 +19,16 @@ from dann.methods.losses import class_imbalance, entropy
 
 @torch.no_grad()
 def extract_features(
-    method: Method, split: Split, data: DomainData, domain: Literal["source", "target"], batch_size: int = 2048
+    method: Method, x: torch.Tensor, prepare: Callable[[torch.Tensor], torch.Tensor],
+    domain: Literal["source", "target"], batch_size: int = 2048,
 ) -> torch.Tensor:
-    """Features of every sample of ``split``, computed in eval mode in chunks."""
+    """Features of every stored sample of ``x`` (model input once ``prepare``d), in eval mode, in chunks, on the CPU."""
     was_training = method.training
     method.eval()
     device = next(method.parameters()).device
     chunks = [
-        method.features(data.prepare(split.x[i : i + batch_size].to(device)), domain).float().cpu()
-        for i in range(0, len(split), batch_size)
+        method.features(prepare(x[i : i + batch_size].to(device)), domain).float().cpu()
+        for i in range(0, len(x), batch_size)
     ]
     method.train(was_training)
     return torch.cat(chunks)
@@ -101,7 +103,7 @@ def evaluate(
     for name, split in data.splits().items():
         limit = test_samples if name.endswith("_test") else probe_samples  # the probe alone reads _train rows
         split = Split(_sample_rows(split.x, limit, seed), None if split.y is None else _sample_rows(split.y, limit, seed))
-        features[name] = extract_features(method, split, data, "source" if name.startswith("source") else "target")
+        features[name] = extract_features(method, split.x, data.prepare, "source" if name.startswith("source") else "target")
         labels[name] = split.y
     result = {"source_acc": class_accuracy(method, features["source_test"], labels["source_test"])}
     if labels["target_test"] is not None:  # evaluation only: nothing trains or selects on it

@@ -138,7 +138,7 @@ def plot_features(
     points, labels = {}, {}
     for domain, split in (("source", data.source_test), ("target", data.target_test)):
         head = Split(split.x[:limit], None if split.y is None else split.y[:limit])
-        points[domain] = extract_features(method, head, data, domain).numpy()
+        points[domain] = extract_features(method, head.x, data.prepare, domain).numpy()
         labels[domain] = None if head.y is None else head.y.numpy()
     embedded = embed_2d(np.concatenate([points["source"], points["target"]]), experiment.embedding, seed)
     n = len(points["source"])

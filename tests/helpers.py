@@ -1,0 +1,29 @@
+"""Helpers shared by test modules: a method with options given flat, as the old tests wrote them."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from dann.methods import MethodConfig, build_method, get_method, resolve_method_options
+from dann.models.network import DomainAdversarialNet, mlp_network
+
+
+def method_config(mode: str, **options: object) -> MethodConfig:
+    """A resolved MethodConfig: shared keys as fields, the rest as ``mode``'s own options."""
+    options_cls = get_method(mode).options_cls
+    own_names = {f.name for f in dataclasses.fields(options_cls)} if options_cls else set()
+    config = MethodConfig(**{k: v for k, v in options.items() if k not in own_names})
+    own = {k: v for k, v in options.items() if k in own_names}
+    if own:
+        config.per_method = {mode: own}
+    return resolve_method_options(config, [mode])
+
+
+def make_method(mode: str, model: DomainAdversarialNet | None = None, seed: int = 0, **options: object):
+    """``mode`` around ``model`` (default: a small Blobs MLP seeded with ``seed``)."""
+    if model is None:
+        torch.manual_seed(seed)
+        model = mlp_network(2, 3, [16, 8], [8])
+    return build_method(mode, model, method_config(mode, **options))
