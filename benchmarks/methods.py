@@ -21,16 +21,15 @@ import torch
 from dann.config import merge, parse_overrides
 from dann.errors import DannError
 from dann.evaluate.metrics import evaluate
-from dann.experiments import get_experiment
-from dann.experiments.study import resolve_config
-from dann.methods import MODES, get_mode
-from dann.train.loop import train
+from dann.experiments import get_experiment, resolve_config
+from dann.fit import fit
+from dann.methods import METHODS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--experiment", default="blobs", help="blobs (default) or mnist-mnistm")
-    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated modes (default: all)")
+    parser.add_argument("--modes", default=",".join(METHODS), help="comma-separated modes (default: all)")
     parser.add_argument("--budget-steps", type=int, help="training steps per method (default: the experiment's)")
     parser.add_argument("--subset", type=int, help="training and test images per domain (mnist-mnistm)")
     parser.add_argument("--seed", type=int, default=0)
@@ -55,17 +54,14 @@ def run(args: argparse.Namespace) -> None:
         torch.set_num_threads(threads)
     data = experiment.load_data(cfg, args.data_dir)
     for name in cfg.modes:
-        mode = get_mode(name)
-        torch.manual_seed(cfg.seed)
-        method = mode.method(experiment.build_model(cfg, mode, data), cfg.method)
-        result = train(method, data, cfg.train, cfg.seed)
-        scores = evaluate(method, data, cfg.probe_samples, cfg.seed)
+        result = fit(data, name, model=cfg.model, config=cfg.method, train_config=cfg.train, seed=cfg.seed)
+        scores = evaluate(result.method, data, cfg.probe_samples, cfg.seed)
         row = {
             "experiment": experiment.name,
             "mode": name,
             "seed": cfg.seed,
             "steps": result.steps,
-            "target_acc": round(scores["target_acc"], 4),
+            "target_acc": round(scores["target_acc"], 4) if "target_acc" in scores else None,  # evaluation only
             "source_acc": round(scores["source_acc"], 4),
             "domain_acc": round(scores["domain_acc"], 4),
             "target_im": round(scores["target_im"], 4),

@@ -6,7 +6,7 @@ the training seconds until the target test accuracy first reaches ``--threshold`
 peak RSS, this CPU's float32 matmul GFLOP/s, and the ratio of training to matmul GFLOP/s. With
 ``--jobs 2`` the modes train in two one-thread processes side by side, as the study trains them.
 
-    python benchmarks/mnist_mnistm.py --data-dir /work/shared/data               # default protocol
+    python benchmarks/mnist_mnistm.py --data-dir /work/shared/data               # default recipe
     python benchmarks/mnist_mnistm.py --subset 5000 --steps 200 --modes dann      # a quick look
     python benchmarks/mnist_mnistm.py --data-dir DATA --jobs 2                    # as the study trains
 """
@@ -14,14 +14,13 @@ peak RSS, this CPU's float32 matmul GFLOP/s, and the ratio of training to matmul
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
-import multiprocessing
 import os
 import resource
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import torch
@@ -31,11 +30,11 @@ from dann.config import parse_overrides
 from dann.data.batches import PairedBatches
 from dann.data.domains import DomainData
 from dann.evaluate.metrics import class_accuracy, extract_features
+from dann.experiments import resolve_config
 from dann.experiments.mnist_mnistm import MnistStudyConfig, MnistToMnistM
-from dann.experiments.study import resolve_config
-from dann.methods import Method, get_mode
-from dann.methods.base import StepContext
-from dann.train.loop import train
+from dann.experiments.workers import run_in_processes
+from dann.fit import build_network, fit
+from dann.methods import Method, StepContext, build_method, config_for
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
@@ -50,29 +49,23 @@ def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def step_flops(method: Method, data: DomainData, batch_size: int) -> int:
-    """Forward + backward FLOPs of one training step (counted by PyTorch, not estimated)."""
-    batch = PairedBatches(
-        *data.training_domains(), batch_size, 0, with_target_labels=method.uses_target_labels
-    ).next()
-    batch.source_x, batch.target_x = data.prepare(batch.source_x), data.prepare(batch.target_x)
+def step_flops(name: str, cfg: MnistStudyConfig, data: DomainData) -> int:
+    """Forward + backward FLOPs of one training step of a fresh ``name`` (counted by PyTorch, not estimated)."""
+    config = config_for(cfg.method, name)
+    method = build_method(name, build_network(data, name, cfg.model, config), config)
+    batch = PairedBatches.from_data(data, cfg.train.batch_size, 0, with_target_labels=method.uses_target_labels).next()
     with FlopCounterMode(display=False) as counter:
         method(batch, StepContext(0, 0.5, 0.5)).loss.backward()
-    method.zero_grad(set_to_none=True)
     return counter.get_total_flops()
 
 
 def target_accuracy(method: Method, data: DomainData) -> float:
+    """Evaluation only: target test labels never steer training or selection here."""
     return class_accuracy(method, extract_features(method, data.target_test.x, data.prepare, "target"), data.target_test.y)
 
 
 def run_mode(name: str, cfg: MnistStudyConfig, data: DomainData, threshold: float) -> dict[str, Any]:
-    experiment, mode = MnistToMnistM(), get_mode(name)
-    torch.manual_seed(cfg.seed)
-    method = mode.method(experiment.build_model(cfg, mode, data), cfg.method)
-    flops = step_flops(method, data, cfg.train.batch_size)
-    torch.manual_seed(cfg.seed)
-    method = mode.method(experiment.build_model(cfg, mode, data), cfg.method)
+    flops = step_flops(name, cfg, data)
     clock = {"eval": 0.0, "reached": None}
     curve = []
 
@@ -87,7 +80,8 @@ def run_mode(name: str, cfg: MnistStudyConfig, data: DomainData, threshold: floa
         return {"target_acc": accuracy}
 
     clock["start"] = time.perf_counter()
-    run = train(method, data, cfg.train, cfg.seed, evaluate=check)
+    run = fit(data, name, model=cfg.model, config=cfg.method, train_config=cfg.train, seed=cfg.seed, evaluate=check)
+    method = run.method
     source = class_accuracy(method, extract_features(method, data.source_test.x, data.prepare, "source"), data.source_test.y)
     print(f"{name}: target accuracy by training seconds {curve}", file=sys.stderr)
     return {
@@ -101,45 +95,40 @@ def run_mode(name: str, cfg: MnistStudyConfig, data: DomainData, threshold: floa
     }
 
 
-_worker: dict[str, Any] = {}
+def _load(cfg: MnistStudyConfig, data_dir: str | None) -> tuple[MnistStudyConfig, DomainData]:
+    return cfg, MnistToMnistM().load_data(cfg, data_dir)
 
 
-def _start_worker(cfg: MnistStudyConfig, data_dir: str | None, threads: int) -> None:
-    torch.set_num_threads(threads)
-    _worker.update(cfg=cfg, data=MnistToMnistM().load_data(cfg, data_dir))
-
-
-def _run_in_worker(name: str, threshold: float) -> tuple[int, dict[str, Any]]:
-    return os.getpid(), run_mode(name, _worker["cfg"], _worker["data"], threshold)
+def _run_in_worker(context: tuple[MnistStudyConfig, DomainData], name: str, line: int, threshold: float = 0.8) -> tuple[int, dict[str, Any]]:
+    cfg, data = context
+    return os.getpid(), run_mode(name, cfg, data, threshold)
 
 
 def run_side_by_side(
     cfg: MnistStudyConfig, data_dir: str | None, threshold: float, jobs: int
 ) -> tuple[dict[str, dict[str, Any]], float]:
-    """The modes in ``jobs`` one-thread processes, as ``dann run --set jobs=N`` trains them.
+    """The modes in ``jobs`` one-thread processes, as ``dann run --set jobs=N`` trains them (the same worker pool).
 
     Returns the per-mode results and the slowest process's training seconds (its modes' sum).
     """
+    task = functools.partial(_run_in_worker, threshold=threshold)
+    done = run_in_processes(_load, (cfg, data_dir), task, cfg.modes, jobs, threads=1)
     results, seconds_by_process = {}, {}
-    with ProcessPoolExecutor(
-        jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker, initargs=(cfg, data_dir, 1)
-    ) as pool:
-        futures = {name: pool.submit(_run_in_worker, name, threshold) for name in cfg.modes}
-        for name, future in futures.items():
-            pid, results[name] = future.result()
-            seconds_by_process[pid] = seconds_by_process.get(pid, 0.0) + results[name]["train_seconds"]
-    return results, max(seconds_by_process.values())
+    for name, (pid, result) in done.items():
+        results[name] = result
+        seconds_by_process[pid] = seconds_by_process.get(pid, 0.0) + result["train_seconds"]
+    return {name: results[name] for name in cfg.modes}, max(seconds_by_process.values())
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--subset", type=int, default=0, help="training and test images per domain (0: all)")
     length = parser.add_mutually_exclusive_group()
-    length.add_argument("--steps", type=int, help="training steps per mode (default: the protocol's)")
+    length.add_argument("--steps", type=int, help="training steps per mode (default: the recipe's)")
     length.add_argument("--epochs", type=float, help="passes over the source training set, instead of --steps")
     parser.add_argument("--modes", default="source_only,dann,dann_deep,target_only", help="comma-separated")
     parser.add_argument("--data-dir", help="holds mnist/ and bsds500/ (default: $DANN_DATA, else the cache)")
-    parser.add_argument("--protocol", default="default", help="default or paper")
+    parser.add_argument("--recipe", default="default", help="a recipe of mnist-mnistm (dann recipes)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--eval-every", type=int, default=100, help="steps between time-to-accuracy checks")
     parser.add_argument("--threshold", type=float, default=0.80, help="target accuracy for time-to-accuracy")
@@ -153,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
 
     overrides = parse_overrides(args.overrides)
-    overrides.update(protocol=args.protocol, modes=args.modes.split(","))
+    overrides.update(recipe=args.recipe, modes=args.modes.split(","))
     data_cfg = overrides.setdefault("data", {})
     data_cfg.update(train_limit=args.subset, test_limit=args.subset)
     cfg = resolve_config(MnistToMnistM(), overrides)
@@ -176,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     # the processes sustain together (a process that finishes early leaves the machine to the other)
     train_gflops = sum(r.pop("_flops") for r in results.values()) / train_seconds / 1e9
     print(json.dumps({
-        "protocol": cfg.protocol,
+        "recipe": cfg.recipe,
         "subset": args.subset,
         "steps": cfg.train.steps,
         "batch_size": cfg.train.batch_size,

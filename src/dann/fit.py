@@ -6,7 +6,6 @@ builds a network, seeds, or starts the loop.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ import torch
 from dann.data.batches import PairedBatches
 from dann.data.domains import DomainData
 from dann.errors import ConfigError
-from dann.methods import Method, MethodConfig, build_method, get_method, n_domain_outputs, resolve_method_options
+from dann.methods import Method, MethodConfig, build_method, config_for, get_method, n_domain_outputs
 from dann.models.network import DomainAdversarialNet
 from dann.models.registry import ModelConfig, NetworkRequest
 from dann.train import distributed
@@ -97,7 +96,7 @@ def fit(
 
     torch.manual_seed(seed)
     if isinstance(method, str):
-        config = resolve_method_options(copy.deepcopy(config or MethodConfig()), [method])
+        config = config_for(config or MethodConfig(), method)
         method = build_method(method, build_network(data, method, model or default_model(data), config), config)
     trained = method.to(device)
     batches = PairedBatches.from_data(

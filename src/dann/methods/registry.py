@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -94,6 +95,13 @@ def resolve_method_options(config: MethodConfig, names: Sequence[str]) -> Method
             )
     config.per_method = {name: resolved[name] for name in names if name in resolved}
     return config
+
+
+def config_for(config: MethodConfig, name: str) -> MethodConfig:
+    """A copy of ``config`` resolved for method ``name`` alone (a study's config holds every mode's options)."""
+    single = copy.deepcopy(config)
+    single.per_method = {key: options for key, options in single.per_method.items() if key == name}
+    return resolve_method_options(single, [name])
 
 
 def build_method(name: str, model: DomainAdversarialNet, config: MethodConfig | None = None) -> Method:
