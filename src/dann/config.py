@@ -123,7 +123,7 @@ def from_dict(cls: type[C], data: Mapping[str, Any], prefix: str = "") -> C:
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     """Plain nested dict of a config dataclass (lists, not tuples, so YAML stays simple)."""
-    return _plain(_as_dict(cfg))
+    return _as_dict(cfg)
 
 
 def _as_dict(value: Any) -> Any:
@@ -141,14 +141,6 @@ def _as_dict(value: Any) -> Any:
         return {k: _as_dict(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_as_dict(v) for v in value]
-    return value
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
     return value
 
 

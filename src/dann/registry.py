@@ -8,7 +8,8 @@ user's module loaded with ``dann run --import MODULE`` or an installed plugin), 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterator
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Generic, TypeVar
@@ -16,6 +17,7 @@ from typing import Generic, TypeVar
 from dann.errors import ConfigError
 
 T = TypeVar("T")
+X = TypeVar("X")
 
 #: The entry-point group of installed plugins: ``[project.entry-points."dann.plugins"] name = "module"``.
 PLUGIN_GROUP = "dann.plugins"
@@ -47,11 +49,18 @@ class Registry(Generic[T]):
         self._entries[name] = Registered(name, entry, origin)
         return entry
 
-    def decorator(self, name: str, module: str | None = None) -> Callable[[T], T]:
-        """``@registry.decorator("name")``: register what it decorates under ``name``."""
+    def registering(self, name: str, entry_of: Callable[[X, str], T], description: str = "") -> Callable[[X], X]:
+        """A decorator registering ``entry_of(obj, description)`` under ``name``; returns ``obj`` unchanged.
 
-        def register(entry: T) -> T:
-            return self.add(name, entry, module or getattr(entry, "__module__", "") or "?")
+        Call it from a public ``register_*`` function: the module that called *that* function is
+        recorded as the origin. ``description`` defaults to the first line of ``obj``'s docstring.
+        """
+        module = sys._getframe(2).f_globals.get("__name__", "?")
+
+        def register(obj: X) -> X:
+            text = description or (getattr(obj, "__doc__", None) or name).strip().splitlines()[0]
+            self.add(name, entry_of(obj, text), module)
+            return obj
 
         return register
 
@@ -82,7 +91,7 @@ class Registry(Generic[T]):
         return [(name, r.entry) for name, r in self._entries.items()]
 
 
-def import_plugins(modules: list[str] = (), installed: bool = True) -> list[str]:
+def import_plugins(modules: Sequence[str] = (), installed: bool = True) -> list[str]:
     """Import the user's ``modules`` and (with ``installed``) every ``dann.plugins`` entry point.
 
     Importing is all a plugin needs: its decorators register its methods, networks and

@@ -149,14 +149,19 @@ def _kind(value: Any) -> str:
     return _KIND_NAMES.get(type(value), type(value).__name__)
 
 
-def _read_text(path: Path, what: str, fix: str) -> str:
-    """The file's text; a missing, unreadable or non-UTF-8 file is a one-line :class:`DataError`."""
+def _read_bytes(path: Path, what: str, fix: str) -> bytes:
+    """The file's bytes; a missing or unreadable file is a one-line :class:`DataError`."""
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"{path}: {what} does not exist; {fix}") from None
     except OSError as err:
         raise DataError(f"{path}: cannot read {what} ({_one_line(err.strerror or err)}); {fix}") from None
+
+
+def _read_text(path: Path, what: str, fix: str) -> str:
+    """The file's text; a missing, unreadable or non-UTF-8 file is a one-line :class:`DataError`."""
+    data = _read_bytes(path, what, fix)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -223,13 +228,7 @@ def read_jsonl(path: str | Path, what: str, fix: str, tolerate_torn_tail: bool =
     first, or its next row joins the torn one. Any other bad line is a one-line :class:`DataError`.
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: {what} does not exist; {fix}") from None
-    except OSError as err:
-        raise DataError(f"{path}: cannot read {what} ({_one_line(err.strerror or err)}); {fix}") from None
-    lines = data.split(b"\n")
+    lines = _read_bytes(path, what, fix).split(b"\n")
     torn_candidate = len(lines) - 1 if lines[-1].strip() else None  # no newline after the last line
     rows: list[dict[str, Any]] = []
     for index, raw in enumerate(lines):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -84,16 +83,14 @@ EXPERIMENTS: Registry[Experiment] = Registry("experiment")
 
 def register_experiment(name: str) -> Callable[[type[Experiment]], type[Experiment]]:
     """Register an :class:`Experiment` subclass (one instance is kept) as ``dann run NAME``."""
-    module = sys._getframe(1).f_globals.get("__name__", "?")
 
-    def register(cls: type[Experiment]) -> type[Experiment]:
+    def entry(cls: type[Experiment], text: str) -> Experiment:
         if not (isinstance(cls, type) and issubclass(cls, Experiment)):
             raise ConfigError(f"experiment {name!r} must be a dann.experiments.Experiment subclass, got {cls!r}")
         cls.name = name
-        EXPERIMENTS.add(name, cls(), module)
-        return cls
+        return cls()
 
-    return register
+    return EXPERIMENTS.registering(name, entry)
 
 
 def get_experiment(name: str) -> Experiment:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -41,16 +40,13 @@ def register_method(
     The same class can be registered under several names as variants, e.g. DANN with the deep
     domain head as ``dann_deep``. ``description`` defaults to the first line of the docstring.
     """
-    module = sys._getframe(1).f_globals.get("__name__", "?")  # who registers: built-in or a plugin
 
-    def register(cls: type[Method]) -> type[Method]:
+    def entry(cls: type[Method], text: str) -> MethodEntry:
         if not (isinstance(cls, type) and issubclass(cls, Method)):
             raise ConfigError(f"method {name!r} must be a dann.methods.Method subclass, got {cls!r}")
-        text = description or (cls.__doc__ or name).strip().splitlines()[0]
-        METHODS.add(name, MethodEntry(cls, text, domain_head), module)
-        return cls
+        return MethodEntry(cls, text, domain_head)
 
-    return register
+    return METHODS.registering(name, entry, description)
 
 
 def get_method(name: str) -> MethodEntry:

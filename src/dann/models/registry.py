@@ -7,7 +7,6 @@ classes, domain outputs, domain head) and its own options, and returns a fresh
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -50,14 +49,7 @@ def register_network(name: str, options: type, description: str = "") -> Callabl
 
     ``options`` is the network's own options dataclass; its fields become ``model.<field>`` keys.
     """
-    module = sys._getframe(1).f_globals.get("__name__", "?")
-
-    def register(factory: NetworkFactory) -> NetworkFactory:
-        text = description or (factory.__doc__ or name).strip().splitlines()[0]
-        NETWORKS.add(name, NetworkEntry(factory, options, text), module)
-        return factory
-
-    return register
+    return NETWORKS.registering(name, lambda factory, text: NetworkEntry(factory, options, text), description)
 
 
 def get_network(name: str) -> NetworkEntry:
