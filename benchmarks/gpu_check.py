@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         for precision in dict.fromkeys(["fp32", args.precision]):
             overrides["train"]["precision"] = precision
             cfg = resolve_config(experiment, overrides)
-            data = experiment.load_data(cfg, args.data_dir)
+            data = experiment.data(cfg, args.data_dir)
             started = time.perf_counter()
             fitted = fit(data, args.mode, model=cfg.model, config=cfg.method, train_config=cfg.train, seed=cfg.seed)
             wall = time.perf_counter() - started

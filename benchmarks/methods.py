@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> None:
     threads = args.threads if args.threads is not None else cfg.threads
     if threads:
         torch.set_num_threads(threads)
-    data = experiment.load_data(cfg, args.data_dir)
+    data = experiment.data(cfg, args.data_dir)
     for name in cfg.modes:
         result = fit(data, name, model=cfg.model, config=cfg.method, train_config=cfg.train, seed=cfg.seed)
         scores = evaluate(result.method, data, cfg.probe_samples, cfg.seed)

@@ -96,7 +96,7 @@ def run_mode(name: str, cfg: MnistStudyConfig, data: DomainData, threshold: floa
 
 
 def _load(cfg: MnistStudyConfig, data_dir: str | None) -> tuple[MnistStudyConfig, DomainData]:
-    return cfg, MnistToMnistM().load_data(cfg, data_dir)
+    return cfg, MnistToMnistM().data(cfg, data_dir)
 
 
 def _run_in_worker(context: tuple[MnistStudyConfig, DomainData], name: str, line: int, threshold: float = 0.8) -> tuple[int, dict[str, Any]]:
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg.train.progress_bar = False
     cfg.train.log_every = cfg.train.eval_every = args.eval_every
 
-    data = MnistToMnistM().load_data(cfg, args.data_dir)  # in the workers too: built and cached here first
+    data = MnistToMnistM().data(cfg, args.data_dir)  # in the workers too: built and cached here first
     peak_matmul = matmul_gflops()
     if args.jobs > 1:
         del data

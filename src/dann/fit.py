@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -19,7 +20,7 @@ from dann.methods import Method, MethodConfig, build_method, config_for, get_met
 from dann.models.network import DomainAdversarialNet
 from dann.models.registry import ModelConfig, NetworkRequest
 from dann.train import distributed
-from dann.train.callbacks import Callback, Checkpoint, MetricsLogger, MovingAverage, PeriodicEvaluation, ProgressBar
+from dann.train.callbacks import Callback, Checkpoint, KeepBest, MetricsLogger, MovingAverage, PeriodicEvaluation, ProgressBar
 from dann.train.device import check_precision, resolve_device
 from dann.train.loop import TrainConfig, TrainResult, train
 from dann.train.metrics_log import MetricsLog
@@ -37,6 +38,8 @@ class Fitted:
     steps: int
     train_seconds: float
     images_per_second: float
+    #: the label-free scores along the way and the step chosen (:class:`~dann.train.callbacks.KeepBest`), if scored
+    selection: dict[str, Any] | None = None
 
 
 def default_model(data: DomainData) -> ModelConfig:
@@ -64,6 +67,8 @@ def fit(
     checkpoint: str | Path | None = None,
     log: MetricsLog | None = None,
     evaluate: Callable[[Method], dict[str, float]] | None = None,
+    validate: Callable[[Method], dict[str, float]] | None = None,
+    select_by: str | None = None,
     name: str | None = None,
     progress_line: int = 0,
 ) -> Fitted:
@@ -81,7 +86,11 @@ def fit(
         callbacks: extra :class:`~dann.train.callbacks.Callback` objects, run after evaluation and before logging.
         checkpoint: a file to checkpoint into; when it exists, training resumes from it exactly.
         log: where per-step metrics go (JSON lines, TensorBoard).
-        evaluate: held-out scores of the evaluation weights every ``train_config.eval_every`` steps.
+        evaluate: held-out scores of the evaluation weights every ``train_config.eval_every`` steps (for the curves).
+        validate: label-free scores ``{validator: score}`` of the evaluation weights at the same checks
+            (:func:`dann.evaluate.validation.validation_scores`); never reads target labels.
+        select_by: the validator among ``validate``'s that chooses the weights training ends with
+            (None: the last weights).
         name: the run's name in progress bars and messages (default: ``method``).
         progress_line: the terminal line of this run's progress bar when several train side by side.
     """
@@ -108,6 +117,13 @@ def fit(
         steps.append(MovingAverage(trained, train_config.ema_decay))
     if evaluate is not None:
         steps.append(PeriodicEvaluation(evaluate, train_config.eval_every))
+    keep_best = None
+    if validate is not None:
+        if select_by is not None and not train_config.eval_every:
+            raise ConfigError("choosing weights by a validator needs checks: set train.eval_every > 0")
+        # scored at every check only when they choose; else once, at the end, for the record
+        keep_best = KeepBest(validate, select_by, train_config.eval_every if select_by else train_config.steps)
+        steps.append(keep_best)
     steps += callbacks
     if log is not None:
         steps.append(MetricsLogger(log, train_config.log_every))
@@ -116,4 +132,5 @@ def fit(
     if checkpoint is not None:
         steps.append(Checkpoint(checkpoint, train_config.checkpoint_every))
     result: TrainResult = train(trained, batches, train_config, steps, name)
-    return Fitted(trained, name, result.steps, result.train_seconds, result.images_per_second)
+    selection = keep_best.record() if keep_best is not None else None
+    return Fitted(trained, name, result.steps, result.train_seconds, result.images_per_second, selection)

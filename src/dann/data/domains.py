@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -61,16 +62,24 @@ class DomainData:
     prepare: Callable[[torch.Tensor], torch.Tensor] = field(default=identity)
     augment: Callable[[torch.Tensor], torch.Tensor] = field(default=identity)
     extra_domains: list[ExtraDomain] = field(default_factory=list)
+    #: held out of the training splits for model selection (:func:`hold_out`); validators read
+    #: these alone, and never the target's labels
+    source_val: Split | None = None
+    target_val: Split | None = None
 
     def __post_init__(self) -> None:
         names = [domain.name for domain in self.extra_domains]
-        if len(set(names)) != len(names) or set(names) & {"source_train", "source_test", "target_train", "target_test"}:
+        reserved = {"source_train", "source_test", "target_train", "target_test", "source_val", "target_val"}
+        if len(set(names)) != len(names) or set(names) & reserved:
             raise DataError(f"extra domain names must be unique and differ from the main splits, got {names}")
         shapes = {name: tuple(split.x.shape[1:]) for name, split in self.splits().items()}
         if len(set(shapes.values())) != 1:
             raise DataError(f"all splits must have the same sample shape, got {shapes}")
         for name, split in self.splits().items():
             check_split(split, self.n_classes, name)
+        for name in ("source_val", "target_val"):
+            if getattr(self, name) is not None:
+                check_split(getattr(self, name), self.n_classes, name)
         for name in ("source_train", "source_test"):
             if not self.splits()[name].labelled:
                 raise DataError(f"{name}: the source must be labelled")
@@ -88,6 +97,7 @@ class DomainData:
         return tuple(self.source_train.x.shape[1:])
 
     def splits(self) -> dict[str, Split]:
+        """The training and test splits, then the extra domains' training splits (not the held-out ones)."""
         return {
             "source_train": self.source_train,
             "source_test": self.source_test,
@@ -129,3 +139,31 @@ def check_split(split: Split, n_classes: int, name: str) -> None:
     low, high = int(split.y.min()), int(split.y.max())
     if low < 0 or high >= n_classes:
         raise DataError(f"{name}: labels must be in [0, {n_classes - 1}], found {low}..{high}")
+
+
+def hold_out(data: DomainData, source: float, target: float, seed: int, max_samples: int = 0) -> DomainData:
+    """``data`` with seeded random parts of ``source_train`` and ``target_train`` moved to ``source_val`` and ``target_val``.
+
+    ``source`` and ``target`` are the fractions held out (0: none), each capped at ``max_samples``
+    (0: no cap). Model selection scores these splits, never the test splits; training no longer
+    sees them. The target part keeps its labels only for evaluation; validators never read them.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    parts = {}
+    for name, fraction in (("source", source), ("target", target)):
+        split = getattr(data, f"{name}_train")
+        count = int(round(fraction * len(split)))
+        count = min(count, max_samples) if max_samples else count
+        if count == 0:
+            parts[f"{name}_train"], parts[f"{name}_val"] = split, None
+            continue
+        if count >= len(split):
+            raise DataError(f"holding out {count} of {len(split)} {name} training samples leaves none to train on")
+        order = torch.randperm(len(split), generator=generator)
+        keep, held = order[count:].sort().values, order[:count].sort().values
+        parts[f"{name}_train"], parts[f"{name}_val"] = _take(split, keep), _take(split, held)
+    return dataclasses.replace(data, **parts)
+
+
+def _take(split: Split, index: torch.Tensor) -> Split:
+    return Split(split.x[index], None if split.y is None else split.y[index])

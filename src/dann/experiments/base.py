@@ -10,12 +10,33 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from dann.config import load_yaml
-from dann.data.domains import DomainData
+from dann.data.domains import DomainData, hold_out
 from dann.errors import ConfigError
 from dann.methods import MethodConfig
 from dann.models.registry import ModelConfig
 from dann.registry import Registry
+from dann.select import get_validator
 from dann.train.loop import TrainConfig
+
+
+@dataclass
+class ValidationConfig:
+    """Held-out splits for choosing without target labels (the ``validation`` section)."""
+
+    source: float = 0.1  # fraction of the labelled source training data held out (0: none)
+    target: float = 0.1  # fraction of the unlabelled target training data held out (0: none)
+    max_samples: int = 2000  # at most this many per domain (0: no cap)
+    # label-free scores computed on them at every check (train.eval_every) and at the end
+    validators: list[str] = field(default_factory=lambda: ["source_acc", "entropy", "im", "bnm", "snd", "dev", "devn", "class_ami", "mixval"])
+
+    def __post_init__(self) -> None:
+        for name in ("source", "target"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"validation.{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.max_samples < 0:
+            raise ConfigError(f"validation.max_samples must be 0 (no cap) or more, got {self.max_samples}")
+        for name in self.validators:
+            get_validator(name)
 
 
 @dataclass
@@ -29,6 +50,7 @@ class StudyConfig:
     method: MethodConfig = field(default_factory=MethodConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
     probe_samples: int = 0  # per split: the domain probe, and the checks during training (0: all)
     threads: int = 0  # torch CPU threads per job (0: torch's default, split between the jobs); tiny models run fastest on 1
     jobs: int = 1  # modes trained at once, each in its own process (see dann.experiments.workers)
@@ -42,6 +64,17 @@ class StudyConfig:
             raise ConfigError(f"threads must be 0 (torch's default) or more, got {self.threads}")
         if self.probe_samples < 0:
             raise ConfigError(f"probe_samples must be 0 (all) or more, got {self.probe_samples}")
+        if self.train.select_by:
+            if self.train.select_by not in self.validation.validators:
+                raise ConfigError(
+                    f"train.select_by={self.train.select_by} is not among validation.validators ({', '.join(self.validation.validators)})"
+                )
+            if not self.train.eval_every:
+                raise ConfigError("train.select_by chooses among the checks: set train.eval_every > 0")
+            held = {"source_val": self.validation.source > 0, "target_val": self.validation.target > 0}
+            missing = [split for split in sorted(get_validator(self.train.select_by).splits) if not held[split]]
+            if missing:
+                raise ConfigError(f"train.select_by={self.train.select_by} reads {', '.join(missing)}: set validation.{missing[0][:6]} > 0")
 
 
 class Experiment(ABC):
@@ -57,6 +90,11 @@ class Experiment(ABC):
     @abstractmethod
     def load_data(self, cfg: Any, data_dir: str | None) -> DomainData:
         """Build or read the domains."""
+
+    def data(self, cfg: StudyConfig, data_dir: str | None) -> DomainData:
+        """The domains as a study trains on them: :meth:`load_data` with the validation splits held out."""
+        v = cfg.validation
+        return hold_out(self.load_data(cfg, data_dir), v.source, v.target, cfg.seed, v.max_samples)
 
     @abstractmethod
     def plot_data(self, data: DomainData, plots_dir: Path) -> None:

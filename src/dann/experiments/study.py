@@ -15,6 +15,7 @@ from dann.data.domains import DomainData, Split
 from dann.errors import ConfigError
 from dann.evaluate.embedding import embed_2d
 from dann.evaluate.metrics import evaluate, extract_features
+from dann.evaluate.validation import validation_scores
 from dann.experiments.base import Experiment, StudyConfig, get_experiment
 from dann.experiments.workers import run_in_processes
 from dann.fit import fit
@@ -70,13 +71,13 @@ def run_study(
     jobs = min(cfg.jobs, len(pending))
     if jobs > 1:
         # load (and on first use build and cache) the data once here, before the workers read it
-        experiment.plot_data(experiment.load_data(cfg, data_dir), plots_dir)
+        experiment.plot_data(experiment.data(cfg, data_dir), plots_dir)
         finished.update(run_in_processes(
             _load_study, (experiment.name, cfg, data_dir, out_dir), _train_mode_in_worker, pending, jobs, threads, plugins
         ))
     else:
         torch.set_num_threads(threads)
-        data = experiment.load_data(cfg, data_dir)
+        data = experiment.data(cfg, data_dir)
         if group.is_main:
             experiment.plot_data(data, plots_dir)
         for name in pending:
@@ -101,17 +102,24 @@ def train_mode(
 ) -> dict[str, float]:
     """Train one mode (continuing from its checkpoint if there is one); on rank 0 score it, save
     its scores to ``results/<name>.json`` and plot its features. Returns the scores ({} off rank 0)."""
-    with MetricsLog(out_dir / "metrics" / f"{name}.jsonl", out_dir / "tb" / name) as log:
+    metrics_path = out_dir / "metrics" / f"{name}.jsonl"
+    with MetricsLog(metrics_path, out_dir / "tb" / name) as log:
         fitted = fit(
             data, name, model=cfg.model, config=cfg.method, train_config=cfg.train, seed=cfg.seed, log=log,
             # the curves' checks: on probe_samples test images per domain, the final scores on all
             evaluate=lambda m: evaluate(m, data, cfg.probe_samples, cfg.seed, test_samples=cfg.probe_samples),
+            validate=lambda m: validation_scores(m, data, cfg.validation.validators, cfg.seed),
+            select_by=cfg.train.select_by or None,
             checkpoint=out_dir / "checkpoints" / f"{name}.pt", progress_line=progress_line,
         )
     if not distributed.current().is_main:
         return {}
     scores = evaluate(fitted.method, data, cfg.probe_samples, cfg.seed)
     result = {**scores, "train_seconds": fitted.train_seconds, "images_per_second": fitted.images_per_second}
+    if fitted.selection is not None:
+        result["selection"] = fitted.selection
+        if data.target_labelled:  # evaluation only: the choice above never read these
+            result["oracle"] = oracle_record(read_metrics(metrics_path), fitted.selection["step"])
     result_path = out_dir / "results" / f"{name}.json"
     result_path.parent.mkdir(exist_ok=True)
     result_path.write_text(json.dumps(result) + "\n")
@@ -119,11 +127,27 @@ def train_mode(
     return result
 
 
+def oracle_record(rows: Sequence[Mapping[str, Any]], chosen_step: int | None) -> dict[str, Any]:
+    """Target accuracy (reads target labels: evaluation only) at the chosen step and at the best check.
+
+    From the curves' checks (``probe_samples`` target test images each), so the regret of a
+    validator's choice can be read off one run.
+    """
+    checks = {row["step"]: row["target_acc"] for row in rows if "target_acc" in row}
+    if not checks:
+        return {}
+    best_step = max(checks, key=checks.__getitem__)
+    return {
+        "chosen_step": chosen_step, "chosen_target_acc": checks.get(chosen_step),
+        "best_step": best_step, "best_target_acc": checks[best_step], "last_target_acc": checks[max(checks)],
+    }
+
+
 def _load_study(
     experiment_name: str, cfg: StudyConfig, data_dir: str | None, out_dir: Path
 ) -> tuple[Experiment, StudyConfig, DomainData, Path]:
     experiment = get_experiment(experiment_name)
-    return experiment, cfg, experiment.load_data(cfg, data_dir), out_dir
+    return experiment, cfg, experiment.data(cfg, data_dir), out_dir
 
 
 def _train_mode_in_worker(context: tuple[Experiment, StudyConfig, DomainData, Path], name: str, line: int) -> dict[str, float]:

@@ -99,6 +99,60 @@ class PeriodicEvaluation(Callback):
             state.method.train()
 
 
+class KeepBest(Callback):
+    """At every check, label-free scores of the evaluation weights; training ends with the weights that scored best.
+
+    ``score(model)`` returns ``{validator: score}`` (higher is better) from held-out data without
+    target labels; ``select_by`` names the one that chooses (None: only record, keep the last
+    weights). The scores go into ``logs`` as ``val_<validator>``. The best weights and the score
+    history are in the checkpoint, so a resumed run chooses exactly as an uninterrupted one.
+    """
+
+    def __init__(self, score: Callable[[Method], dict[str, float]], select_by: str | None, every: int) -> None:
+        self.score, self.select_by, self.every = score, select_by, every
+        self.history: list[dict[str, float]] = []
+        self.best_step: int | None = None
+        self.best_state: dict[str, torch.Tensor] | None = None
+
+    def on_step_end(self, state: TrainState, logs: dict[str, Any]) -> None:
+        if not (self.every and state.is_main and (state.step % self.every == 0 or state.step == state.steps)):
+            return
+        model = state.eval_model()
+        scores = self.score(model)
+        state.method.train()
+        logs.update({f"val_{name}": value for name, value in scores.items()})
+        self.history.append({"step": state.step, **scores})
+        if self.select_by is not None and (self.best_step is None or scores[self.select_by] > self.best_score):
+            self.best_step = state.step
+            self.best_state = {key: value.detach().clone() for key, value in model.state_dict().items()}
+
+    @property
+    def best_score(self) -> float:
+        return next(row[self.select_by] for row in self.history if row["step"] == self.best_step)
+
+    def on_train_end(self, state: TrainState) -> None:
+        if self.best_state is not None:
+            state.method.load_state_dict(self.best_state)
+
+    def record(self) -> dict[str, Any]:
+        """What was scored and chosen: ``{"validator", "step", "scores", "history"}``."""
+        chosen = next((row for row in self.history if row["step"] == self.best_step), None)
+        return {
+            "validator": self.select_by,
+            "step": self.best_step,
+            "scores": {k: v for k, v in (chosen or (self.history[-1] if self.history else {})).items() if k != "step"},
+            "history": self.history,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history, "best_step": -1 if self.best_step is None else self.best_step, "best_state": self.best_state or {}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.history = [dict(row) for row in state["history"]]
+        self.best_step = None if int(state["best_step"]) < 0 else int(state["best_step"])
+        self.best_state = dict(state["best_state"]) or None
+
+
 class MetricsLogger(Callback):
     """Averages each logged quantity over ``every`` steps and writes a row (JSON lines and TensorBoard).
 

@@ -42,7 +42,10 @@ class TrainConfig:
     # it, and end with it (smooths the oscillation of the adversarial game); 0: off
     ema_decay: float = 0.0
     log_every: int = 10
-    eval_every: int = 0  # 0: evaluate only at the end
+    eval_every: int = 0  # steps between checks (curves, label-free scores); 0: only at the end
+    # a validator (dann.select) that chooses the weights training ends with, scored on the held-out
+    # validation splits at every check; "": keep the last weights
+    select_by: str = ""
     checkpoint_every: int = 500  # steps between checkpoints (one is always written at the end); 0: end only
     progress_bar: bool = False
     device: str = "auto"  # auto (CUDA when available), cpu, cuda, cuda:N
