@@ -94,7 +94,29 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--cache-dir", help="where the built data set goes (default: $DANN_CACHE, else ~/.cache/dann)")
     build.add_argument("--seed", type=int, default=0, help="MNIST-M seed: the same seed builds the same images")
     build.add_argument("--force", action="store_true", help="rebuild even if the cache file exists")
+    _add_report_command(commands)
     return parser
+
+
+def _add_report_command(commands: argparse._SubParsersAction) -> None:
+    report = commands.add_parser(
+        "report", help="write a run's report.html, or one page comparing several runs",
+        description="One DIR: (re)write DIR/report.html. Several: one page with a table row per run and mode "
+        "and their training curves (default comparison.html). Self-contained HTML: no network, no scripts.",
+    )
+    report.add_argument("runs", nargs="+", type=Path, metavar="DIR", help="run directories written by `dann run`")
+    report.add_argument("--out", type=Path, metavar="FILE", help="where to write the page")
+
+
+def _report(args: argparse.Namespace) -> int:
+    from dann.report import write_comparison, write_report
+
+    if len(args.runs) == 1:
+        path = write_report(args.runs[0], args.out)
+    else:
+        path = write_comparison(args.runs, args.out or Path("comparison.html"))
+    print(f"wrote {path}")
+    return 0
 
 
 def _data(args: argparse.Namespace) -> int:
@@ -190,7 +212,7 @@ def prepare_output_dir(out: Path, resume: bool, min_free_bytes: int = 100 * 2**2
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        commands = {"data": _data, "run": _run, "recipes": _recipes}
+        commands = {"data": _data, "run": _run, "recipes": _recipes, "report": _report}
         return commands[args.command](args)
     except DannError as err:
         print(f"dann: error: {err}", file=sys.stderr)

@@ -16,10 +16,12 @@ from dann.errors import ConfigError
 from dann.evaluate.embedding import embed_2d
 from dann.evaluate.metrics import evaluate, extract_features
 from dann.experiments.base import Experiment, StudyConfig, get_experiment
+from dann.experiments.provenance import write_provenance
 from dann.experiments.workers import run_in_processes
 from dann.fit import fit
 from dann.methods import Method
 from dann.plots.figures import scatter_domains, training_curves
+from dann.report import write_report
 from dann.train import distributed
 from dann.train.metrics_log import MetricsLog, read_metrics
 
@@ -68,6 +70,8 @@ def run_study(
     # the thread count it started with (thread counts change the sums' rounding)
     threads = cfg.threads or max(1, torch.get_num_threads() // min(cfg.jobs, len(cfg.modes)))
     jobs = min(cfg.jobs, len(pending))
+    if group.is_main:
+        write_provenance(out_dir, cfg.train.device, threads, cfg.jobs, group.world_size, resume)
     if jobs > 1:
         # load (and on first use build and cache) the data once here, before the workers read it
         experiment.plot_data(experiment.load_data(cfg, data_dir), plots_dir)
@@ -88,6 +92,7 @@ def run_study(
     training_curves({name: read_metrics(out_dir / "metrics" / f"{name}.jsonl") for name in cfg.modes}, plots_dir / "curves.png")
     summary = {"experiment": experiment.name, "seed": cfg.seed, "target_labels": data_has_target_labels(results), "results": results}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_report(out_dir)  # report.html, rebuilt from the files above (so also after a resume)
     return summary
 
 
