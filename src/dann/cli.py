@@ -95,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--seed", type=int, default=0, help="MNIST-M seed: the same seed builds the same images")
     build.add_argument("--force", action="store_true", help="rebuild even if the cache file exists")
     _add_report_command(commands)
+    _add_model_commands(commands)
     return parser
 
 
@@ -106,6 +107,49 @@ def _add_report_command(commands: argparse._SubParsersAction) -> None:
     )
     report.add_argument("runs", nargs="+", type=Path, metavar="DIR", help="run directories written by `dann run`")
     report.add_argument("--out", type=Path, metavar="FILE", help="where to write the page")
+
+
+def _add_model_commands(commands: argparse._SubParsersAction) -> None:
+    predict = commands.add_parser(
+        "predict", help="classify new samples with a trained mode of a run; write a CSV",
+        description="Rebuild MODE of RUN_DIR from its config and final checkpoint, and write one CSV row "
+        "input,predicted_class,p_0..p_{C-1} per sample (the target path: ADDA's target encoder). "
+        "--input: a .npy/.npz array, a CSV table of feature columns, or a folder of images of the run's size.",
+    )
+    export = commands.add_parser(
+        "export", help="write a trained mode as a torch.export program (and ONNX when installed)",
+        description="Write normalisation + encoder + label predictor of MODE as OUT/model.pt2 (torch.export), "
+        "OUT/model.onnx (needs onnx and onnxscript) and OUT/model.json (the input the programs take: the samples "
+        "as the run stores them, e.g. uint8 NCHW images; output: class logits).",
+    )
+    for sub in (predict, export):
+        sub.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory written by `dann run`")
+        sub.add_argument("--mode", help="which trained mode (default: the run's only mode)")
+        sub.add_argument("--data-dir", help="where the run's input data lives (its normalisation is fitted on it)")
+        sub.add_argument("--import", dest="plugins", action="append", default=[], metavar="MODULE",
+                         help="import MODULE first (the run's plugin methods, networks or experiments)")
+    predict.add_argument("--input", type=Path, required=True, metavar="PATH", help=".npy, .npz, .csv/.tsv, or an image folder")
+    predict.add_argument("--out", type=Path, default=Path("predictions.csv"), metavar="FILE", help="default: predictions.csv")
+    export.add_argument("--out", type=Path, metavar="DIR", help="default: RUN_DIR/export/MODE")
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from dann.export import load_mode, predict
+
+    import_plugins(args.plugins)
+    trained = load_mode(args.run_dir, args.mode, args.data_dir)
+    print(f"wrote {predict(trained, args.input, args.out)}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from dann.export import export, load_mode
+
+    import_plugins(args.plugins)
+    trained = load_mode(args.run_dir, args.mode, args.data_dir)
+    written = export(trained, args.out or args.run_dir / "export" / trained.mode)
+    print("wrote " + ", ".join(str(path) for path in written.values()))
+    return 0
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -212,7 +256,8 @@ def prepare_output_dir(out: Path, resume: bool, min_free_bytes: int = 100 * 2**2
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        commands = {"data": _data, "run": _run, "recipes": _recipes, "report": _report}
+        commands = {"data": _data, "run": _run, "recipes": _recipes, "report": _report,
+                    "predict": _predict, "export": _export}
         return commands[args.command](args)
     except DannError as err:
         print(f"dann: error: {err}", file=sys.stderr)
