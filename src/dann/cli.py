@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TextIO
 
 
 import yaml
 
+from dann import __version__
 from dann.config import load_yaml, parse_overrides, to_dict
 from dann.data.mnist import fetch_mnist
 from dann.data.mnistm import build_mnistm
@@ -53,6 +55,7 @@ def _list() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="dann", description="Domain-adversarial training: run studies, prepare data.")
+    parser.add_argument("--version", action="version", version=f"dann {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = commands.add_parser(
@@ -253,7 +256,30 @@ def prepare_output_dir(out: Path, resume: bool, min_free_bytes: int = 100 * 2**2
         raise DannError(f"only {free // 2**20} MiB free on the disk of {out}; need at least {min_free_bytes // 2**20} MiB")
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to ``sys.stderr`` as it is at each message (tests and wrappers replace it)."""
+
+    @property
+    def stream(self) -> TextIO:  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: TextIO) -> None: ...
+
+
+def configure_logging() -> None:
+    """dann's library messages (``logging.getLogger("dann.…")``) reach the user: INFO and up, on
+    stderr, as ``dann: message``. Called by :func:`main`; a program embedding dann sets its own."""
+    logger = logging.getLogger("dann")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("dann: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    configure_logging()
     args = build_parser().parse_args(argv)
     try:
         commands = {"data": _data, "run": _run, "recipes": _recipes, "report": _report,

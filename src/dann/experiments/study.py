@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dann.config import dump_yaml
+from dann.config import dump_yaml, to_dict
 from dann.data.domains import DomainData, Split
 from dann.errors import ConfigError
 from dann.evaluate.embedding import embed_2d
@@ -106,7 +106,7 @@ def train_mode(
 ) -> dict[str, float]:
     """Train one mode (continuing from its checkpoint if there is one); on rank 0 score it, save
     its scores to ``results/<name>.json`` and plot its features. Returns the scores ({} off rank 0)."""
-    with MetricsLog(out_dir / "metrics" / f"{name}.jsonl", out_dir / "tb" / name) as log:
+    with MetricsLog(out_dir / "metrics" / f"{name}.jsonl", out_dir / "tb" / name, config={"mode": name, **to_dict(cfg)}) as log:
         fitted = fit(
             data, name, model=cfg.model, config=cfg.method, train_config=cfg.train, seed=cfg.seed, log=log,
             # the curves' checks: on probe_samples test images per domain, the final scores on all
