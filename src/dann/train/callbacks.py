@@ -94,7 +94,7 @@ class PeriodicEvaluation(Callback):
         self.evaluate, self.every = evaluate, every
 
     def on_step_end(self, state: TrainState, logs: dict[str, Any]) -> None:
-        if self.every and state.is_main and (state.step % self.every == 0 or state.step == state.steps):
+        if state.is_main and ((self.every and state.step % self.every == 0) or state.step == state.steps):
             logs.update(self.evaluate(state.eval_model()))
             state.method.train()
 
