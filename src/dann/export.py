@@ -31,7 +31,7 @@ from dann.data.domains import DomainData
 from dann.errors import ConfigError, DataError
 from dann.experiments import get_experiment, resolve_config
 from dann.fit import build_network
-from dann.methods import Method, build_method, resolve_method_options
+from dann.methods import Method, build_method, config_for
 from dann.train.checkpoint import load_checkpoint
 
 
@@ -92,10 +92,7 @@ def load_mode(run_dir: str | Path, mode: str | None = None, data_dir: str | None
             f"finish it with `dann run --resume {run_dir}` first"
         )
     data = experiment.load_data(cfg, data_dir)
-    # this mode's options only: the config also holds the other modes' options
-    config = copy.deepcopy(cfg.method)
-    config.per_method = {name: options for name, options in config.per_method.items() if name == mode}
-    config = resolve_method_options(config, [mode])
+    config = config_for(cfg.method, mode)  # this mode's options only (the config holds every mode's)
     torch.manual_seed(cfg.seed)
     method = build_method(mode, build_network(data, mode, cfg.model, config), config)
     state = load_checkpoint(run_dir / "checkpoints" / f"{mode}.pt")
