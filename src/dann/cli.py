@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TextIO
 
 
 import yaml
 
+from dann import __version__
 from dann.config import load_yaml, parse_overrides, to_dict
 from dann.data.mnist import fetch_mnist
 from dann.data.mnistm import build_mnistm
@@ -53,6 +55,7 @@ def _list() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="dann", description="Domain-adversarial training: run studies, prepare data.")
+    parser.add_argument("--version", action="version", version=f"dann {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = commands.add_parser(
@@ -94,7 +97,73 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--cache-dir", help="where the built data set goes (default: $DANN_CACHE, else ~/.cache/dann)")
     build.add_argument("--seed", type=int, default=0, help="MNIST-M seed: the same seed builds the same images")
     build.add_argument("--force", action="store_true", help="rebuild even if the cache file exists")
+    _add_report_command(commands)
+    _add_model_commands(commands)
     return parser
+
+
+def _add_report_command(commands: argparse._SubParsersAction) -> None:
+    report = commands.add_parser(
+        "report", help="write a run's report.html, or one page comparing several runs",
+        description="One DIR: (re)write DIR/report.html. Several: one page with a table row per run and mode "
+        "and their training curves (default comparison.html). Self-contained HTML: no network, no scripts.",
+    )
+    report.add_argument("runs", nargs="+", type=Path, metavar="DIR", help="run directories written by `dann run`")
+    report.add_argument("--out", type=Path, metavar="FILE", help="where to write the page")
+
+
+def _add_model_commands(commands: argparse._SubParsersAction) -> None:
+    predict = commands.add_parser(
+        "predict", help="classify new samples with a trained mode of a run; write a CSV",
+        description="Rebuild MODE of RUN_DIR from its config and final checkpoint, and write one CSV row "
+        "input,predicted_class,p_0..p_{C-1} per sample (the target path: ADDA's target encoder). "
+        "--input: a .npy/.npz array, a CSV table of feature columns, or a folder of images of the run's size.",
+    )
+    export = commands.add_parser(
+        "export", help="write a trained mode as a torch.export program (and ONNX when installed)",
+        description="Write normalisation + encoder + label predictor of MODE as OUT/model.pt2 (torch.export), "
+        "OUT/model.onnx (needs onnx and onnxscript) and OUT/model.json (the input the programs take: the samples "
+        "as the run stores them, e.g. uint8 NCHW images; output: class logits).",
+    )
+    for sub in (predict, export):
+        sub.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory written by `dann run`")
+        sub.add_argument("--mode", help="which trained mode (default: the run's only mode)")
+        sub.add_argument("--data-dir", help="where the run's input data lives (its normalisation is fitted on it)")
+        sub.add_argument("--import", dest="plugins", action="append", default=[], metavar="MODULE",
+                         help="import MODULE first (the run's plugin methods, networks or experiments)")
+    predict.add_argument("--input", type=Path, required=True, metavar="PATH", help=".npy, .npz, .csv/.tsv, or an image folder")
+    predict.add_argument("--out", type=Path, default=Path("predictions.csv"), metavar="FILE", help="default: predictions.csv")
+    export.add_argument("--out", type=Path, metavar="DIR", help="default: RUN_DIR/export/MODE")
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from dann.export import load_mode, predict
+
+    import_plugins(args.plugins)
+    trained = load_mode(args.run_dir, args.mode, args.data_dir)
+    print(f"wrote {predict(trained, args.input, args.out)}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from dann.export import export, load_mode
+
+    import_plugins(args.plugins)
+    trained = load_mode(args.run_dir, args.mode, args.data_dir)
+    written = export(trained, args.out or args.run_dir / "export" / trained.mode)
+    print("wrote " + ", ".join(str(path) for path in written.values()))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from dann.report import write_comparison, write_report
+
+    if len(args.runs) == 1:
+        path = write_report(args.runs[0], args.out)
+    else:
+        path = write_comparison(args.runs, args.out or Path("comparison.html"))
+    print(f"wrote {path}")
+    return 0
 
 
 def _data(args: argparse.Namespace) -> int:
@@ -187,10 +256,34 @@ def prepare_output_dir(out: Path, resume: bool, min_free_bytes: int = 100 * 2**2
         raise DannError(f"only {free // 2**20} MiB free on the disk of {out}; need at least {min_free_bytes // 2**20} MiB")
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to ``sys.stderr`` as it is at each message (tests and wrappers replace it)."""
+
+    @property
+    def stream(self) -> TextIO:  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: TextIO) -> None: ...
+
+
+def configure_logging() -> None:
+    """dann's library messages (``logging.getLogger("dann.…")``) reach the user: INFO and up, on
+    stderr, as ``dann: message``. Called by :func:`main`; a program embedding dann sets its own."""
+    logger = logging.getLogger("dann")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("dann: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    configure_logging()
     args = build_parser().parse_args(argv)
     try:
-        commands = {"data": _data, "run": _run, "recipes": _recipes}
+        commands = {"data": _data, "run": _run, "recipes": _recipes, "report": _report,
+                    "predict": _predict, "export": _export}
         return commands[args.command](args)
     except DannError as err:
         print(f"dann: error: {err}", file=sys.stderr)

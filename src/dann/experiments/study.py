@@ -10,17 +10,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from dann.config import dump_yaml
+from dann.config import dump_yaml, to_dict
 from dann.data.domains import DomainData, Split
 from dann.errors import ConfigError
 from dann.evaluate.embedding import embed_2d
 from dann.evaluate.metrics import evaluate, extract_features
 from dann.evaluate.validation import validation_scores
 from dann.experiments.base import Experiment, StudyConfig, get_experiment
+from dann.experiments.provenance import write_provenance
 from dann.experiments.workers import run_in_processes
 from dann.fit import fit
 from dann.methods import Method
 from dann.plots.figures import scatter_domains, training_curves
+from dann.report import write_report
 from dann.train import distributed
 from dann.train.metrics_log import MetricsLog, read_metrics
 
@@ -69,6 +71,8 @@ def run_study(
     # the thread count it started with (thread counts change the sums' rounding)
     threads = cfg.threads or max(1, torch.get_num_threads() // min(cfg.jobs, len(cfg.modes)))
     jobs = min(cfg.jobs, len(pending))
+    if group.is_main:
+        write_provenance(out_dir, cfg.train.device, threads, cfg.jobs, group.world_size, resume)
     if jobs > 1:
         # load (and on first use build and cache) the data once here, before the workers read it
         experiment.plot_data(experiment.data(cfg, data_dir), plots_dir)
@@ -89,6 +93,7 @@ def run_study(
     training_curves({name: read_metrics(out_dir / "metrics" / f"{name}.jsonl") for name in cfg.modes}, plots_dir / "curves.png")
     summary = {"experiment": experiment.name, "seed": cfg.seed, "target_labels": data_has_target_labels(results), "results": results}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_report(out_dir)  # report.html, rebuilt from the files above (so also after a resume)
     return summary
 
 
@@ -103,7 +108,7 @@ def train_mode(
     """Train one mode (continuing from its checkpoint if there is one); on rank 0 score it, save
     its scores to ``results/<name>.json`` and plot its features. Returns the scores ({} off rank 0)."""
     metrics_path = out_dir / "metrics" / f"{name}.jsonl"
-    with MetricsLog(metrics_path, out_dir / "tb" / name) as log:
+    with MetricsLog(metrics_path, out_dir / "tb" / name, config={"mode": name, **to_dict(cfg)}) as log:
         fitted = fit(
             data, name, model=cfg.model, config=cfg.method, train_config=cfg.train, seed=cfg.seed, log=log,
             # the curves' checks: on probe_samples test images per domain, the final scores on all

@@ -97,6 +97,7 @@ class ADDA(Method):
 
     def features(self, x: torch.Tensor, domain: Literal["source", "target"]) -> torch.Tensor:
         """Target samples go through ``M_t`` once it exists (phase 2), everything else through ``M_s``."""
-        if domain == "target" and self.adapting:
-            return self.target_encoder(x)
-        return self.model.features(x)
+        return self.encoder(domain)(x)
+
+    def encoder(self, domain: Literal["source", "target"]) -> nn.Module:
+        return self.target_encoder if domain == "target" and bool(self.adapting) else self.model.feature_extractor

@@ -81,6 +81,11 @@ class Method(nn.Module):
         """Features used at test time; a method with a separate target encoder overrides this."""
         return self.model.features(x)
 
+    def encoder(self, domain: Literal["source", "target"]) -> nn.Module:
+        """The module :meth:`features` applies to ``domain``'s inputs, as a module of its own (for
+        export, which cannot trace a choice made on a tensor). Override it with :meth:`features`."""
+        return self.model.feature_extractor
+
     def label_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, labels, label_smoothing=self.config.label_smoothing)
 

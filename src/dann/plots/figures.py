@@ -66,7 +66,9 @@ def training_curves(rows_by_mode: dict[str, list[dict]], path: str | Path) -> di
             pts = [(r["step"], r[key]) for r in rows if key in r]
             if pts:
                 steps, values = zip(*pts)
-                (lines[key][mode],) = ax.plot(steps, values, color=colours[mode], label=mode)
+                # a lone point (one row logged: a short run) is invisible as a line
+                marker = "o" if len(pts) == 1 else None
+                (lines[key][mode],) = ax.plot(steps, values, color=colours[mode], label=mode, marker=marker)
         ax.set_title(key)
         ax.set_xlabel("step")
     for ax in list(axes.flat)[len(present):]:

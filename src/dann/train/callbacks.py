@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import torch
 from torch.optim.swa_utils import AveragedModel
@@ -94,7 +94,7 @@ class PeriodicEvaluation(Callback):
         self.evaluate, self.every = evaluate, every
 
     def on_step_end(self, state: TrainState, logs: dict[str, Any]) -> None:
-        if self.every and state.is_main and (state.step % self.every == 0 or state.step == state.steps):
+        if state.is_main and ((self.every and state.step % self.every == 0) or state.step == state.steps):
             logs.update(self.evaluate(state.eval_model()))
             state.method.train()
 
@@ -194,28 +194,61 @@ class MetricsLogger(Callback):
 
 
 class ProgressBar(Callback):
-    """A tqdm bar with images/s and the latest losses; ``line`` keeps side-by-side runs on their own lines."""
+    """Progress of one run on stderr, ending with one result line that stays.
 
-    def __init__(self, name: str, line: int = 0) -> None:
-        self.name, self.line = name, line
+    On a terminal: a tqdm bar with images/s and the latest losses (``line`` keeps side-by-side
+    runs on their own lines), cleared at the end. Elsewhere (a log file, CI, a pipe), where
+    carriage-return updates would pile up: a plain line every ``1 / lines`` of the run. Either
+    way the run ends with ``name: N steps in S s (I img/s); losses``.
+    """
+
+    def __init__(self, name: str, line: int = 0, stream: TextIO | None = None, lines: int = 10) -> None:
+        self.name, self.line, self.lines = name, line, lines
+        self.stream = stream
         self.bar: tqdm | None = None
+        self.latest: dict[str, float] = {}
+
+    @property
+    def out(self) -> TextIO:
+        return self.stream if self.stream is not None else sys.stderr  # sys.stderr as it is now
 
     def on_step_end(self, state: TrainState, logs: dict[str, Any]) -> None:
         if not state.is_main:
             return
+        self.latest.update((k, float(v)) for k, v in logs.items() if k.endswith("loss"))
+        if not _is_terminal(self.out):
+            every = max(1, state.steps // max(1, self.lines))
+            if state.step % every == 0 and state.step < state.steps:
+                self.out.write(f"{self.name}: step {state.step}/{state.steps} ({100 * state.step // state.steps}%), "
+                               f"{state.images_per_second:.0f} img/s{self._losses(', ')}\n")
+                self.out.flush()
+            return
         if self.bar is None:
             self.bar = tqdm(
                 total=state.steps, initial=state.step - 1, unit="step", leave=False, dynamic_ncols=True,
-                desc=self.name, position=self.line, file=sys.stderr,
+                desc=self.name, position=self.line, file=self.out,
             )
         self.bar.update()
         if logs:
-            shown = {k: f"{v:.3f}" for k, v in logs.items() if k.endswith("loss")}
-            self.bar.set_postfix({"img/s": f"{state.images_per_second:.0f}", **shown})
+            self.bar.set_postfix({"img/s": f"{state.images_per_second:.0f}", **{k: f"{v:.3f}" for k, v in self.latest.items()}})
 
     def on_train_end(self, state: TrainState) -> None:
         if self.bar is not None:
             self.bar.close()
+        if state.is_main:
+            summary = (f"{self.name}: {state.steps} steps in {state.train_seconds:.1f} s "
+                       f"({state.images_per_second:.0f} img/s){self._losses('; ')}")
+            tqdm.write(summary, file=self.out)  # above any other run's bar still drawing
+
+    def _losses(self, lead: str) -> str:
+        return (lead + ", ".join(f"{k} {v:.3f}" for k, v in self.latest.items())) if self.latest else ""
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or closed
+        return False
 
 
 class Checkpoint(Callback):
