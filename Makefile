@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# torch 2.13.0 is the CPU build this project is tested with; pyproject accepts any torch 2.x you bring.
-TORCH ?= torch==2.13.0
+# torch 2.13.0 (CPU) and torchvision 0.28.0 are the builds this project is tested with; pyproject
+# accepts any torch 2.x and torchvision you bring.
+TORCH ?= torch==2.13.0 torchvision==0.28.0
 
 .PHONY: setup blobs test bench
 setup: $(VENV)/.installed
@@ -11,8 +12,8 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e ".[test,onnx]"
 	touch $@
 
 blobs: setup

@@ -35,6 +35,8 @@ def init_from_env() -> ProcessGroup:
     if world_size <= 1:
         return ProcessGroup()
     if not dist.is_initialized():
+        if torch.cuda.is_available():  # one GPU per process: NCCL needs each rank on its own device
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
     return ProcessGroup(dist.get_rank(), dist.get_world_size())
 
