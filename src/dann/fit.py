@@ -48,11 +48,16 @@ def default_model(data: DomainData) -> ModelConfig:
 
 
 def build_network(data: DomainData, method: str, model: ModelConfig | NetworkBuilder, config: MethodConfig) -> DomainAdversarialNet:
-    """The network ``method`` trains on ``data``: output sizes from the data, domain head from the method."""
+    """The network ``method`` trains on ``data``: output sizes from the data, domain head from the method.
+
+    A builder callable gets no domain head sizes (``request.domain_hidden == ()``): it picks its own.
+    """
+    n_outputs = n_domain_outputs(config.domain_loss, data.n_domains)
+    if not isinstance(model, ModelConfig):
+        return model(NetworkRequest(data.input_shape, data.n_classes, n_outputs, ()))
     deep = get_method(method).domain_head == "deep"
-    hidden = model.deep_domain_hidden if deep and isinstance(model, ModelConfig) else getattr(model, "domain_hidden", ())
-    request = NetworkRequest(data.input_shape, data.n_classes, n_domain_outputs(config.domain_loss, data.n_domains), tuple(hidden))
-    return model.build(request) if isinstance(model, ModelConfig) else model(request)
+    hidden = model.deep_domain_hidden if deep else model.domain_hidden
+    return model.build(NetworkRequest(data.input_shape, data.n_classes, n_outputs, tuple(hidden)))
 
 
 def fit(
