@@ -352,7 +352,10 @@ class DANNClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Transform
     def _extract(self, X: np.ndarray) -> torch.Tensor:
         """Features of validated ``X`` through the shared evaluation code (eval mode, no grad, in chunks)."""
         samples = _unlabelled(_standardised(X, self.input_mean_, self.input_scale_))
-        return extract_features(self.method_, samples, _domain_data(samples, samples, len(self.classes_)), "target")
+        # extract_features reads only the data's ``prepare`` (the identity here); a DomainData's
+        # source must be labelled, so the samples stand in with placeholder labels no one reads
+        stand_in = Split(samples.x, torch.zeros(len(samples), dtype=torch.long))
+        return extract_features(self.method_, samples, _domain_data(stand_in, samples, len(self.classes_)), "target")
 
     @torch.no_grad()
     def _logits(self, X: Any) -> torch.Tensor:
