@@ -29,10 +29,10 @@ from dann.train.loop import TrainingInterrupted, signals_handled_by
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is one line on stderr and exit code 2."""
+    """argparse, but a usage mistake is one line on stderr, worded like every other dann error, and exit code 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(2, f"dann: error: {message} (see `{self.prog} --help`)\n")
 
 
 def _list() -> str:

@@ -10,13 +10,14 @@ of running the same command again. ``config.yaml`` stays the config a user reads
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import shutil
 import socket
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ from dann.runfiles import (
 
 CONFIG = "config.yaml"
 RECORD = "run.json"
-#: files whose presence means something was trained: a failed run keeps its directory then
+#: folders where any file means something was trained: a failed run keeps its directory then
 TRAINED = ("checkpoints", "results", "metrics")
 #: below this much free disk a run is refused before it starts
 MIN_FREE_BYTES = 100 * 2**20
@@ -123,7 +124,8 @@ class RunDirectory:
         """Make, lock and check a fresh run's directory, then write ``config.yaml`` and ``run.json``.
 
         Refused: a path that is a file, a directory another dann process holds (its pid and
-        command named), or one with anything in it (a lock file left by a killed start excepted).
+        command named), or one with anything in it (but the lock file and temporary files a
+        killed start may leave).
         """
         if self.path.exists() and not self.path.is_dir():
             raise DannError(f"--out {self.path} is a file, not a directory; choose another --out")
@@ -133,18 +135,21 @@ class RunDirectory:
         except OSError as err:
             raise DannError(f"cannot write to output directory {self.path}: {err.strerror or err}") from None
         self.lock.acquire()
-        if any(entry.name != self.lock.path.name for entry in self.path.iterdir()):
+        leftovers = [entry for entry in self.path.iterdir() if entry.name != self.lock.path.name]
+        if not all(_is_temporary(entry) for entry in leftovers):
             raise DannError(f"output directory {self.path} is not empty; choose another --out or use --resume {self.path}")
+        for entry in leftovers:
+            entry.unlink()
         self._owned = True
         free = shutil.disk_usage(self.path).free
         if free < MIN_FREE_BYTES:
             raise DannError(f"only {free // 2**20} MiB free on the disk of {self.path}; need at least {MIN_FREE_BYTES // 2**20} MiB")
         dump_yaml(cfg, self.config_path)
         record = RunRecord(to_dict(cfg), config_fingerprint(cfg), _provenance(data_dir, plugins))
-        atomic_write_json(self.record_path, record.__dict__)
+        atomic_write_json(self.record_path, asdict(record))
 
     def reopen(self) -> None:
-        """Lock an existing run's directory for a resume (nothing is written)."""
+        """Lock an existing run's directory for a resume, and clear the temporary files a kill left in it."""
         if not self.path.exists():
             raise DannError(f"cannot resume: {self.path} does not exist")
         if not self.path.is_dir():
@@ -152,6 +157,17 @@ class RunDirectory:
         if not self.config_path.exists():
             raise DannError(f"cannot resume: {self.path} has no {CONFIG} (is it a dann run directory?)")
         self.lock.acquire()
+        self._remove_temporaries()
+
+    def _remove_temporaries(self) -> None:
+        """Delete the temporary files that atomic writes cut short by a kill left in the run's folders.
+
+        Safe only under the lock: then no other process is writing here.
+        """
+        for folder in (self.path, *(self.path / name for name in TRAINED)):
+            for entry in folder.glob(".*.tmp"):
+                if _is_temporary(entry):
+                    entry.unlink(missing_ok=True)
 
     def load(self) -> tuple[Experiment, StudyConfig, RunRecord | None]:
         """The resumed run's experiment and config (``config.yaml``), refused if it changed since the start.
@@ -204,7 +220,7 @@ class RunDirectory:
             record = RunRecord(to_dict(cfg), config_fingerprint(cfg), entry)
         else:
             record.resumed.append(entry)
-        atomic_write_json(self.record_path, record.__dict__)
+        atomic_write_json(self.record_path, asdict(record))
 
     def discard_if_untrained(self) -> None:
         """After a failed fresh start: remove what this process wrote, unless training left something.
@@ -214,19 +230,25 @@ class RunDirectory:
         """
         if not self._owned or any((self.path / name).exists() and any((self.path / name).iterdir()) for name in TRAINED):
             return
-        if self._created:
-            shutil.rmtree(self.path, ignore_errors=True)
-        else:
-            for entry in self.path.iterdir():
-                if entry.is_dir():
-                    shutil.rmtree(entry)
-                elif entry.name != self.lock.path.name:
-                    entry.unlink()
+        with contextlib.suppress(OSError):  # best effort: the error that stopped the run is the one to report
+            if self._created:
+                shutil.rmtree(self.path)
+            else:
+                for entry in self.path.iterdir():
+                    if entry.is_dir():
+                        shutil.rmtree(entry)
+                    elif entry.name != self.lock.path.name:
+                        entry.unlink()
         self._owned = False
 
     def close(self) -> None:
         """Release the lock (a no-op where it was not taken)."""
         self.lock.release()
+
+
+def _is_temporary(path: Path) -> bool:
+    """A temporary file of :mod:`dann.runfiles`' atomic writes: ``.NAME.XXXXXXXX.tmp``."""
+    return path.is_file() and path.name.startswith(".") and path.name.endswith(".tmp")
 
 
 def save_result(out_dir: Path, mode: str, cfg: StudyConfig, scores: Mapping[str, float]) -> None:
@@ -240,9 +262,9 @@ def load_result(out_dir: Path, mode: str, cfg: StudyConfig) -> dict[str, float] 
     if not path.exists():
         return None
     fix = "delete it to retrain that mode"
-    saved = read_json(path, f"the scores of mode {mode}", fix)
+    saved = read_json(path, f"the result of mode {mode}", fix)
     if not isinstance(saved.get("scores"), dict) or not isinstance(saved.get("config_fingerprint"), str):
-        raise DataError(f"{path}: the scores of mode {mode} are damaged (no scores or config fingerprint); {fix}")
+        raise DataError(f"{path}: the result of mode {mode} is damaged (no scores or config fingerprint); {fix}")
     if saved["config_fingerprint"] != config_fingerprint(cfg):
         raise DataError(
             f"{path}: mode {mode} was trained with another config than {CONFIG} now holds "

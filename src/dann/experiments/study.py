@@ -98,8 +98,8 @@ def data_has_target_labels(results: Mapping[str, Mapping[str, float]]) -> bool:
 def train_mode(
     experiment: Experiment, cfg: StudyConfig, data: DomainData, name: str, out_dir: Path, progress_line: int = 0
 ) -> dict[str, float]:
-    """Train one mode (continuing from its checkpoint if there is one); on rank 0 score it, save
-    its scores to ``results/<name>.json`` and plot its features. Returns the scores ({} off rank 0)."""
+    """Train one mode (continuing from its checkpoint if there is one); on rank 0 score it, plot its
+    features and save its scores to ``results/<name>.json``. Returns the scores ({} off rank 0)."""
     with MetricsLog(out_dir / "metrics" / f"{name}.jsonl", out_dir / "tb" / name) as log:
         fitted = fit(
             data, name, model=cfg.model, config=cfg.method, train_config=cfg.train, seed=cfg.seed, log=log,
@@ -111,8 +111,8 @@ def train_mode(
         return {}
     scores = evaluate(fitted.method, data, cfg.probe_samples, cfg.seed)
     result = {**scores, "train_seconds": fitted.train_seconds, "images_per_second": fitted.images_per_second}
-    save_result(out_dir, name, cfg, result)
     plot_features(experiment, fitted.method, data, name, out_dir / "plots", cfg.seed, experiment.embedding_samples)
+    save_result(out_dir, name, cfg, result)  # last: a saved result means the mode's outputs are complete
     return result
 
 
