@@ -225,8 +225,6 @@ def fetch_mnist(data_dir: str | os.PathLike | None = None) -> Path:
         damage = None if existing is None else _problem(existing, name)
         if existing is not None and damage is None:
             continue
-        if damage is not None:
-            logger.warning("%s; downloading it again", damage)
         failures = []
         for mirror in MNIST_MIRRORS:
             url = f"{mirror}{name}.gz"
@@ -245,6 +243,8 @@ def fetch_mnist(data_dir: str | os.PathLike | None = None) -> Path:
                 f"(data dir {origin}), "
                 f"or set DANN_DATA / --data-dir to a directory whose mnist/ folder has them"
             )
+        if damage is not None:  # said once it is mended: a failure says it in its one line
+            logger.warning("%s; downloaded an intact copy", damage)
         if existing is not None and existing.name == name:  # a damaged raw file would be found before the new .gz
             existing.unlink()
     return folder
