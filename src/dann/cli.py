@@ -5,35 +5,36 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
+import shlex
+import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn, TextIO
-
 
 import yaml
 
 from dann import __version__
-from dann.config import load_yaml, parse_overrides, to_dict
+from dann.config import parse_overrides, to_dict
 from dann.data.mnist import fetch_mnist
 from dann.data.mnistm import build_mnistm
 from dann.errors import DannError
-from dann.experiments import EXPERIMENTS, get_experiment, resolve_config
+from dann.experiments import EXPERIMENTS, Experiment, StudyConfig, get_experiment, resolve_config
+from dann.experiments.rundir import RunDirectory
 from dann.experiments.study import format_table, run_study
 from dann.methods import METHODS
 from dann.models.registry import NETWORKS
 from dann.registry import Registry, import_plugins
 from dann.train import distributed
-from dann.train.loop import TrainingInterrupted
+from dann.train.loop import TrainingInterrupted, signals_handled_by
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is one line on stderr and exit code 2."""
+    """argparse, but a usage mistake is one line on stderr, worded like every other dann error, and exit code 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(2, f"dann: error: {message} (see `{self.prog} --help`)\n")
 
 
 def _list() -> str:
@@ -191,69 +192,114 @@ def _run(args: argparse.Namespace) -> int:
     if args.list:
         print(_list())
         return 0
-    if args.resume:
-        if args.experiment or args.overrides or args.config or args.out or args.seed is not None or args.recipe:
-            raise DannError("--resume DIR takes its experiment and config from DIR/config.yaml; give nothing else")
-        saved = args.resume / "config.yaml"
-        experiment = get_experiment(str(load_yaml(saved).get("experiment")))
-        cfg, out = resolve_config(experiment, file=saved), args.resume
+    resume = args.resume is not None
+    if resume:
+        _check_resume_args(args)
     else:
-        if not args.experiment:
-            raise DannError("name an experiment, e.g. `dann run blobs` (see `dann run --list`)")
-        experiment = get_experiment(args.experiment)
-        overrides = parse_overrides(args.overrides)
-        if args.seed is not None:
-            overrides["seed"] = args.seed
-        if args.recipe is not None:
-            overrides["recipe"] = args.recipe
-        cfg = resolve_config(experiment, overrides, file=args.config)
+        experiment, cfg = _fresh_config(args)  # every config mistake surfaces here, before a directory exists
         if args.print_config:
             print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
             return 0
         out = args.out or Path("runs") / f"{experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    data_dir = _readable_data_dir(args.data_dir)
+    plugins = list(args.plugins)
     group = distributed.init_from_env()
+    run = RunDirectory(distributed.broadcast(args.resume if resume else out, group))  # one directory, chosen by rank 0
     try:
-        out = distributed.broadcast(out, group)  # one directory, chosen by rank 0
-        problem = None
-        if group.is_main:
-            try:
-                prepare_output_dir(out, resume=bool(args.resume))
-            except DannError as err:
-                problem = str(err)
-        # every rank waits for rank 0's check: a rank that ran ahead could write into the
-        # directory before the check and make it fail as "not empty"
-        problem = distributed.broadcast(problem, group)
-        if problem is not None:
-            raise DannError(problem)
-        summary = run_study(experiment, cfg, out, args.data_dir, resume=bool(args.resume), plugins=args.plugins)
+        if resume:
+            _on_main(group, run.reopen)
+            experiment, cfg, record = run.load()
+            if record is not None:
+                data_dir = data_dir or record.data_dir
+                plugins += [name for name in record.plugins if name not in plugins]
+            if group.is_main:
+                run.note_resume(cfg, record, data_dir, plugins)
+        else:
+            _on_main(group, lambda: run.create(cfg, data_dir, plugins))
+        summary = run_study(experiment, cfg, run.path, data_dir, resume=resume, plugins=plugins)
     except TrainingInterrupted as stop:
-        print(f"dann: interrupted by {stop}; continue with `dann run --resume {out}`", file=sys.stderr)
+        print(f"dann: interrupted by {stop}; continue with `{_resume_command(run.path, data_dir, plugins)}`", file=sys.stderr)
         return 130
+    except BaseException:
+        if group.is_main:
+            run.discard_if_untrained()
+        raise
     finally:
+        run.close()
         distributed.finish(group)
     if summary is not None:
         print(format_table(summary["results"]))
-        print(f"wrote {out}/ (summary.json, config.yaml, metrics/, plots/, tb/, checkpoints/)")
+        print(f"wrote {run.path}/ (summary.json, config.yaml, run.json, metrics/, plots/, tb/, checkpoints/)")
     return 0
 
 
-def prepare_output_dir(out: Path, resume: bool, min_free_bytes: int = 100 * 2**20) -> None:
-    """Fail before training, not after it, when results could not be written."""
-    if resume:
-        if not (out / "config.yaml").exists():
-            raise DannError(f"cannot resume: {out} has no config.yaml (is it a dann run directory?)")
-    elif out.exists() and any(out.iterdir()):
-        raise DannError(f"output directory {out} is not empty; choose another --out or use --resume {out}")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as err:
-        raise DannError(f"cannot write to output directory {out}: {err.strerror}") from None
-    free = shutil.disk_usage(out).free
-    if free < min_free_bytes:
-        raise DannError(f"only {free // 2**20} MiB free on the disk of {out}; need at least {min_free_bytes // 2**20} MiB")
+def _check_resume_args(args: argparse.Namespace) -> None:
+    """A resume takes everything from the run directory; a setting given beside it would be ignored, so it is refused."""
+    given = [flag for flag, value in (
+        ("EXPERIMENT", args.experiment), ("--set", args.overrides), ("--config", args.config), ("--out", args.out),
+        ("--seed", args.seed), ("--recipe", args.recipe), ("--print-config", args.print_config),
+    ) if value not in (None, [], False)]
+    if given:
+        raise DannError(
+            f"--resume DIR takes its experiment and config from DIR/config.yaml; drop {', '.join(given)} "
+            "(only --data-dir and --import may go with it)"
+        )
+
+
+def _fresh_config(args: argparse.Namespace) -> tuple[Experiment, StudyConfig]:
+    """The experiment and resolved config of a fresh run: defaults, recipe, --config file, --set, --seed."""
+    if not args.experiment:
+        raise DannError("name an experiment, e.g. `dann run blobs` (see `dann run --list`)")
+    experiment = get_experiment(args.experiment)
+    overrides = parse_overrides(args.overrides)
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    if args.recipe is not None:
+        overrides["recipe"] = args.recipe
+    return experiment, resolve_config(experiment, overrides, file=args.config)
+
+
+def _on_main(group: distributed.ProcessGroup, action: Callable[[], None]) -> None:
+    """Run ``action`` on rank 0 and raise its error on every rank, so that no rank trains alone.
+
+    Every rank waits for rank 0's check: a rank that ran ahead could write into the directory
+    before the check and make it fail as "not empty".
+    """
+    failure: DannError | None = None
+    if group.is_main:
+        try:
+            action()
+        except DannError as err:
+            failure = err
+    problem = distributed.broadcast(None if failure is None else str(failure), group)
+    if failure is not None:
+        raise failure
+    if problem is not None:
+        raise DannError(problem)
+
+
+def _readable_data_dir(data_dir: str | None) -> str | None:
+    """``--data-dir`` as an absolute path (recorded for resumes), refused before training if it cannot be read."""
+    if data_dir is None:
+        return None
+    path = Path(data_dir).expanduser().absolute()
+    if not path.exists():
+        raise DannError(f"--data-dir {data_dir} does not exist; give the directory that holds the data (e.g. its mnist/ folder)")
+    if not path.is_dir():
+        raise DannError(f"--data-dir {data_dir} is a file; give the directory that holds the data")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise DannError(f"--data-dir {data_dir} cannot be read (permission denied); give a directory you can read")
+    return str(path)
+
+
+def _resume_command(out: Path, data_dir: str | None, plugins: Sequence[str]) -> str:
+    """The command that continues the run, as the user can paste it."""
+    words = ["dann", "run", "--resume", str(out)]
+    if data_dir is not None:
+        words += ["--data-dir", data_dir]
+    for name in plugins:
+        words += ["--import", name]
+    return shlex.join(words)
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -282,9 +328,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
     args = build_parser().parse_args(argv)
     try:
-        commands = {"data": _data, "run": _run, "recipes": _recipes, "report": _report,
-                    "predict": _predict, "export": _export}
-        return commands[args.command](args)
+        # SIGTERM (a scheduler, `kill`) stops dann like Ctrl-C: clean-ups run, temporary files go
+        with signals_handled_by(signal.default_int_handler):
+            commands = {"data": _data, "run": _run, "recipes": _recipes, "report": _report,
+                        "predict": _predict, "export": _export}
+            return commands[args.command](args)
     except DannError as err:
         print(f"dann: error: {err}", file=sys.stderr)
         return 2

@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 from dann.errors import ConfigError
+from dann.runfiles import atomic_write_yaml, read_yaml_mapping
 
 C = TypeVar("C")
 
@@ -177,16 +178,10 @@ def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config file into a dict, with a clear error when it is not one."""
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise ConfigError(f"cannot read config {path}: {err}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config {path} must be a mapping of keys")
-    return data
+    """Read a YAML config file into a dict; a missing, damaged or non-mapping file is a one-line error."""
+    return read_yaml_mapping(path, "config file", "fix it or give another file")
 
 
 def dump_yaml(cfg: Any, path: str | Path) -> None:
-    """Write the fully resolved config, every default spelled out."""
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    """Write the fully resolved config, every default spelled out, atomically (a kill never leaves half of it)."""
+    atomic_write_yaml(path, to_dict(cfg))

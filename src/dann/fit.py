@@ -70,6 +70,7 @@ def fit(
     seed: int = 0,
     callbacks: Sequence[Callback] = (),
     checkpoint: str | Path | None = None,
+    fingerprint: str | None = None,
     log: MetricsLog | None = None,
     evaluate: Callable[[Method], dict[str, float]] | None = None,
     validate: Callable[[Method], dict[str, float]] | None = None,
@@ -90,6 +91,8 @@ def fit(
         seed: seeds initialisation, batch order and augmentation: same seed, same run.
         callbacks: extra :class:`~dann.train.callbacks.Callback` objects, run after evaluation and before logging.
         checkpoint: a file to checkpoint into; when it exists, training resumes from it exactly.
+        fingerprint: names the settings of this training (``dann run`` passes its config's); saved
+            in the checkpoint, and a checkpoint saved under another one is refused.
         log: where per-step metrics go (JSON lines, TensorBoard).
         evaluate: held-out scores of the evaluation weights every ``train_config.eval_every`` steps (for the curves).
         validate: label-free scores ``{validator: score}`` of the evaluation weights at the same checks
@@ -99,6 +102,8 @@ def fit(
         name: the run's name in progress bars and messages (default: ``method``).
         progress_line: the terminal line of this run's progress bar when several train side by side.
     """
+    if seed < 0:
+        raise ConfigError(f"seed must be 0 or more, got {seed}")
     train_config = train_config or TrainConfig()
     name = name or (method if isinstance(method, str) else type(method).__name__)
     uses_target_labels = get_method(method).cls.uses_target_labels if isinstance(method, str) else method.uses_target_labels
@@ -135,7 +140,7 @@ def fit(
     if train_config.progress_bar:
         steps.append(ProgressBar(name, progress_line))
     if checkpoint is not None:
-        steps.append(Checkpoint(checkpoint, train_config.checkpoint_every))
+        steps.append(Checkpoint(checkpoint, train_config.checkpoint_every, fingerprint))
     result: TrainResult = train(trained, batches, train_config, steps, name)
     selection = keep_best.record() if keep_best is not None else None
     return Fitted(trained, name, result.steps, result.train_seconds, result.images_per_second, selection)

@@ -18,10 +18,10 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import yaml
 
@@ -31,6 +31,7 @@ __all__ = [
     "DiskFull",
     "RunLock",
     "RunLocked",
+    "atomic_open",
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
@@ -38,6 +39,7 @@ __all__ = [
     "changed_keys",
     "describe_change",
     "fingerprint",
+    "make_dirs",
     "read_json",
     "read_jsonl",
     "read_yaml_mapping",
@@ -45,6 +47,8 @@ __all__ = [
 
 FILE_MODE = 0o644
 """Run files are shared: other users (a supervisor, a reviewer) must be able to read them."""
+DIR_MODE = 0o755
+"""... and to enter the directories that hold them."""
 
 
 class DiskFull(DannError):
@@ -81,22 +85,22 @@ def _sync_directory(directory: Path) -> None:
             os.close(fd)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that a reader sees the old file or the new one, never a mix.
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[int]:
+    """A descriptor of a temporary file that replaces ``path`` when the block ends, and vanishes if it raises.
 
-    The bytes go to a temporary file in the same directory, are flushed to disk, and the file is
-    renamed over ``path``. On any failure, Ctrl-C included, the temporary file is removed.
-    Raises :class:`DiskFull` when the disk or quota is full.
+    The temporary file lives in the same directory (a rename is atomic only within one file
+    system) and is flushed to disk before the rename. Raises :class:`DiskFull` when the disk or
+    quota is full; on any failure, Ctrl-C included, the temporary file is removed.
     """
-    path = Path(path)
     existed = path.exists()
     tmp: str | None = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(path.parent)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             os.fchmod(fd, FILE_MODE)  # mkstemp creates 0o600; the umask is deliberately ignored
-            _write_all(fd, data)
+            yield fd
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -111,6 +115,55 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             raise DiskFull(f"{path}: disk full while saving it; {left}; free some space and run again") from err
         raise
     _sync_directory(path.parent)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that a reader sees the old file or the new one, never a mix.
+
+    Raises :class:`DiskFull` when the disk or quota is full (the old file stays as it was).
+    """
+    with _replacing(Path(path)) as fd:
+        _write_all(fd, data)
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
+    """A binary file to stream into that replaces ``path`` only once the block completes.
+
+    For writers that produce large files piecewise (``torch.save``, ``np.savez_compressed``, a
+    download): a kill or an error mid-write leaves the previous ``path`` (or none), and no
+    temporary file unless the process is killed outright. Same guarantees as :func:`atomic_write_bytes`.
+
+    Example::
+
+        with atomic_open(cache) as f:
+            np.savez_compressed(f, images=images)
+    """
+    with _replacing(Path(path)) as fd, os.fdopen(fd, "w+b", closefd=False) as f:
+        yield f
+
+
+def make_dirs(directory: str | Path) -> None:
+    """``mkdir -p`` whose new directories are 0o755 whatever the umask; existing ones are left alone.
+
+    Caches, downloads and run directories are shared: other users must be able to reach the
+    0o644 files inside them.
+    """
+    missing = []
+    current = Path(directory)
+    while not current.exists() and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir()
+        except FileExistsError:  # made by a concurrent process meanwhile
+            if not folder.is_dir():
+                raise
+            continue
+        os.chmod(folder, DIR_MODE)
+    if not Path(directory).is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(directory))
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -278,7 +331,7 @@ class RunLock:
         if self._fd is not None:
             raise RuntimeError(f"{self.path} is already held by this RunLock")
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            make_dirs(self.directory)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
         except OSError as err:
             raise DannError(

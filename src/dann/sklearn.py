@@ -34,6 +34,10 @@ from dann.train.loop import TrainConfig
 NetworkFactory = Callable[[Any, int, int], DomainAdversarialNet]
 
 
+#: the largest batch of ``batch_size="auto"``
+AUTO_BATCH_SIZE = 64
+
+
 class NoTargetDataWarning(UserWarning):
     """``fit`` got no target samples, so it trained on the source alone: no adaptation."""
 
@@ -80,7 +84,11 @@ class DANNClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Transform
         The domain classifier of mode "dann_deep".
     steps : int, default=1000
         Training steps; each draws ``batch_size`` source and ``batch_size`` target samples.
-    batch_size, optimizer, lr, momentum, weight_decay, lr_schedule, lambda_schedule, lambda_max, gamma, ema_decay
+    batch_size : int or "auto", default="auto"
+        Samples per domain per step; "auto" is ``min(64, samples in the smaller domain)``, so
+        small data sets fit with the default. A number larger than a domain's sample count
+        raises ValueError (each batch would hold samples twice).
+    optimizer, lr, momentum, weight_decay, lr_schedule, lambda_schedule, lambda_max, gamma, ema_decay
         As in :class:`dann.train.loop.TrainConfig` ("paper" schedules anneal the learning rate
         and ramp the adversarial weight from 0 to ``lambda_max``; ``ema_decay > 0`` predicts
         with a moving average of the weights).
@@ -133,7 +141,7 @@ class DANNClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Transform
         domain_hidden: Sequence[int] = (32,),
         deep_domain_hidden: Sequence[int] = (128, 128, 128),
         steps: int = 1000,
-        batch_size: int = 64,
+        batch_size: int | str = "auto",
         optimizer: str = "sgd",
         lr: float = 0.01,
         momentum: float = 0.9,
@@ -232,6 +240,8 @@ class DANNClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Transform
         source = Split(_standardised(source_x, mean, scale), labels)
         data = _domain_data(source, _unlabelled(_standardised(target_x, mean, scale)), len(encoder.classes_))
         seed = self._seed()
+        if self.batch_size == "auto":
+            cfg.batch_size = min(AUTO_BATCH_SIZE, len(source.x), len(target_x))
         with torch.random.fork_rng(devices=[]):  # seed our run without touching the caller's torch RNG
             fitted = fit(data, self.mode, model=self._model(X.shape[1:]), config=options, train_config=cfg, seed=seed)
         self.classes_, self.input_shape_, self.input_mean_, self.input_scale_ = encoder.classes_, X.shape[1:], mean, scale
@@ -270,6 +280,8 @@ class DANNClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Transform
     def _seed(self) -> int:
         """An int ``random_state`` is the seed itself, so a fit reproduces ``dann run`` with ``--seed`` exactly."""
         if isinstance(self.random_state, numbers.Integral):
+            if self.random_state < 0:
+                raise ValueError(f"random_state must be a seed of 0 or more, a RandomState or None; got {self.random_state}")
             return int(self.random_state)
         return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
 
@@ -290,8 +302,11 @@ class DANNClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Transform
         return resolve_method_options(config, [self.mode])
 
     def _train_config(self) -> TrainConfig:
-        names = ("steps", "batch_size", "optimizer", "lr", "momentum", "weight_decay")
+        """The estimator's training parameters as a checked TrainConfig ("auto" batch size: set once the data is seen)."""
+        names = ("steps", "optimizer", "lr", "momentum", "weight_decay")
         names += ("lr_schedule", "lambda_schedule", "lambda_max", "gamma", "ema_decay")
+        if self.batch_size != "auto":
+            names += ("batch_size",)
         return from_dict(TrainConfig, {**{name: getattr(self, name) for name in names}, "progress_bar": self.verbose, "device": self.device})
 
     def _check_target(self, X_target: Any, sample_shape: tuple[int, ...]) -> np.ndarray:

@@ -116,7 +116,20 @@ class PairedBatches:
 
     @classmethod
     def from_data(cls, data: DomainData, batch_size: int, seed: int, **kwargs: Any) -> PairedBatches:
-        """The training domains of ``data``, with its ``prepare`` and ``augment``."""
+        """The training domains of ``data``, with its ``prepare`` and ``augment``.
+
+        A batch larger than a training split is refused: it would hold some samples twice in
+        every step, which no one asks for on purpose (a typo, or a subset smaller than meant).
+        """
+        sizes = {"source_train": len(data.source_train), "target_train": len(data.target_train)}
+        sizes.update((domain.name, len(domain.train)) for domain in data.extra_domains)
+        smallest = min(sizes, key=sizes.__getitem__)
+        if batch_size > sizes[smallest]:
+            raise ConfigError(
+                f"batch size {batch_size} (train.batch_size) is larger than the {smallest} split "
+                f"({sizes[smallest]} samples): every batch would repeat samples; use a batch size of at most "
+                f"{sizes[smallest]}, or more data"
+            )
         return cls(*data.training_domains(), batch_size, seed, prepare=data.prepare, augment=data.augment, **kwargs)
 
     def _to_device(self, x: torch.Tensor) -> torch.Tensor:

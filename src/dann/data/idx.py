@@ -28,24 +28,28 @@ IDX_TYPES: dict[int, tuple[str, str]] = {
 
 
 def read_idx_bytes(path: str | os.PathLike) -> bytes:
-    """Return the content of an idx file, decompressed if it is gzipped.
-
-    Gzip is detected by its magic bytes, not the suffix, so a raw file named ``*.gz`` (or a
-    gzipped one without the suffix) still reads. Callers that verify checksums hash these bytes.
-    """
+    """Return the content of an idx file, decompressed if it is gzipped (see :func:`idx_content`)."""
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
         raise DataError(f"{path}: cannot read the file ({e.strerror or e})") from e
+    return idx_content(data, path)
+
+
+def idx_content(data: bytes, source: str | os.PathLike) -> bytes:
+    """The idx content of a file's bytes ``data``: decompressed if gzipped, else as is.
+
+    Gzip is detected by its magic bytes, not the suffix, so a raw file named ``*.gz`` (or a
+    gzipped one without the suffix) still reads. Callers that verify checksums hash these bytes.
+    ``source`` only names the file in error messages.
+    """
     if not data.startswith(GZIP_MAGIC):
         return data
     try:
         return gzip.decompress(data)
     except (OSError, EOFError, zlib.error) as e:
-        raise DataError(
-            f"{path}: corrupt or truncated gzip data ({e}); delete the file and fetch it again"
-        ) from e
+        raise DataError(f"{source}: corrupt or truncated gzip data ({e})") from e
 
 
 def parse_idx(data: bytes, source: str | os.PathLike) -> np.ndarray:
@@ -92,7 +96,7 @@ def parse_idx(data: bytes, source: str | os.PathLike) -> np.ndarray:
     if actual < expected:
         raise DataError(
             f"{source}: truncated: the header declares {shape_text} values ({expected} bytes) "
-            f"but only {actual} bytes follow; delete the file and fetch it again"
+            f"but only {actual} bytes follow"
         )
     if actual > expected:
         raise DataError(

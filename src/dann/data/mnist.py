@@ -10,7 +10,6 @@ import hashlib
 import http.client
 import logging
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -18,8 +17,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from dann.data.idx import parse_idx, read_idx_bytes
+from dann.data.idx import idx_content, parse_idx, read_idx_bytes
 from dann.errors import ConfigError, DataError
+from dann.runfiles import atomic_write_bytes, make_dirs
 
 logger = logging.getLogger(__name__)
 
@@ -102,24 +102,47 @@ def _missing_error(folder: Path, origin: str, missing: list[str]) -> DataError:
     )
 
 
+#: what to do about a damaged MNIST file
+_REFETCH = "delete it and run `dann data fetch mnist`, or copy an intact one there"
+
+
+def _standard_file_of_shape(shape: tuple[int, ...]) -> str | None:
+    """The standard MNIST file whose content has ``shape``, to name a file put under another's name."""
+    return next((name for name, spec in MNIST_FILES.items() if spec.shape == shape), None)
+
+
 def _read_verified(path: Path, name: str, verify: bool) -> np.ndarray:
-    """Read one MNIST file, checking its checksum (of the decompressed bytes) and item shape."""
+    """Read one MNIST file and check it, most specific problem first.
+
+    Structure (gzip, magic number, truncation), then the shape (a file of the other split or of
+    the other kind), then, with ``verify``, the checksum of the decompressed bytes: a damaged
+    file is named as truncated or misnamed, not only as a checksum mismatch.
+    """
     spec = MNIST_FILES[name]
-    data = read_idx_bytes(path)
-    if verify:
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != spec.sha256:
-            raise DataError(
-                f"{path}: checksum mismatch: sha256 of the decompressed content is {actual}, "
-                f"expected {spec.sha256}; the file is corrupt or not the standard MNIST file. "
-                f"Delete it and fetch it again (`dann data fetch mnist`) or copy a good one there"
-            )
-    array = parse_idx(data, path)
+    try:
+        data = read_idx_bytes(path)
+        array = parse_idx(data, path)
+    except DataError as err:
+        raise DataError(f"{err}; {_REFETCH}") from None
+    shape = tuple(array.shape)
+    looks_like = _standard_file_of_shape(shape)
+    misnamed = f"; it looks like {looks_like}, put each file under its own name" if looks_like not in (None, name) else ""
     # With verify=False the sample count may differ (e.g. a subset), the per-item shape may not.
-    if array.dtype != np.uint8 or array.ndim != len(spec.shape) or array.shape[1:] != spec.shape[1:]:
+    if array.dtype != np.uint8 or array.ndim != len(spec.shape) or shape[1:] != spec.shape[1:]:
         raise DataError(
-            f"{path}: holds {array.dtype} values of shape {array.shape}, expected unsigned bytes "
-            f"of shape {spec.shape}"
+            f"{path}: holds {array.dtype} values of shape {shape}, expected unsigned bytes "
+            f"of shape {spec.shape}{misnamed or '; ' + _REFETCH}"
+        )
+    if not verify:
+        return array
+    if shape[0] != spec.shape[0]:
+        raise DataError(f"{path}: holds {shape[0]} items, {name} holds {spec.shape[0]}{misnamed or '; ' + _REFETCH}")
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != spec.sha256:
+        raise DataError(
+            f"{path}: checksum mismatch: sha256 of the decompressed content is {actual}, "
+            f"expected {spec.sha256}; the file is corrupt or not the standard MNIST file. "
+            f"Delete it and fetch it again (`dann data fetch mnist`) or copy a good one there"
         )
     return array
 
@@ -161,38 +184,46 @@ def load_mnist(
 
 
 def _download(url: str, dest: Path, sha256: str) -> None:
-    """Download ``url`` to ``dest`` atomically, keeping it only if its decompressed sha256 matches."""
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
+    """Download ``url`` to ``dest``, keeping it only if its decompressed sha256 matches.
+
+    The file is held in memory (MNIST's largest is 10 MB) and written atomically, readable by
+    everyone: an interrupted or tampered download never lands under the final name.
+    """
+    request = urllib.request.Request(url, headers={"User-Agent": "dann"})
+    with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response:
+        payload = response.read()
+    actual = hashlib.sha256(idx_content(payload, url)).hexdigest()
+    if actual != sha256:
+        raise DataError(f"downloaded content has sha256 {actual}, expected {sha256}")
+    atomic_write_bytes(dest, payload)
+
+
+def _problem(path: Path, name: str) -> str | None:
+    """What is wrong with an existing MNIST file (None: it is the standard one)."""
     try:
-        request = urllib.request.Request(url, headers={"User-Agent": "dann"})
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(
-            request, timeout=DOWNLOAD_TIMEOUT_S
-        ) as response:
-            while chunk := response.read(1 << 20):
-                out.write(chunk)
-        actual = hashlib.sha256(read_idx_bytes(tmp)).hexdigest()
-        if actual != sha256:
-            raise DataError(f"downloaded content has sha256 {actual}, expected {sha256}")
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+        _read_verified(path, name, verify=True)
+    except DataError as err:
+        return str(err)
+    return None
 
 
 def fetch_mnist(data_dir: str | os.PathLike | None = None) -> Path:
-    """Download the MNIST files missing from ``<data_dir>/mnist/`` and return that folder.
+    """Download the MNIST files missing from, or damaged in, ``<data_dir>/mnist/``; return that folder.
 
-    Each file is tried on every mirror of `MNIST_MIRRORS` in order and only kept once its
-    checksum matches, so an interrupted or tampered download never lands under the final name.
+    Files already there are verified (structure, shape, checksum) and downloaded again when
+    damaged, so success is never reported over a corrupt file. Each download is tried on every
+    mirror of `MNIST_MIRRORS` in order and only kept once its checksum matches.
     """
     root, origin = _data_dir_and_origin(data_dir)
     folder = root / "mnist"
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        make_dirs(folder)
     except OSError as e:
         raise DataError(f"{folder}: cannot create the MNIST folder ({e.strerror or e})") from e
     for name, spec in MNIST_FILES.items():
-        if _find(folder, name) is not None:
+        existing = _find(folder, name)
+        damage = None if existing is None else _problem(existing, name)
+        if existing is not None and damage is None:
             continue
         failures = []
         for mirror in MNIST_MIRRORS:
@@ -204,11 +235,16 @@ def fetch_mnist(data_dir: str | os.PathLike | None = None) -> Path:
             except (urllib.error.URLError, http.client.HTTPException, OSError, DataError) as e:
                 failures.append(f"{url}: {getattr(e, 'reason', None) or e}")
         else:
+            found = f"{damage} (and it " if damage is not None else f"{name} is missing (and it "
             raise DataError(
-                f"could not download {name}.gz from any mirror ({'; '.join(failures)}). This "
+                f"{found}could not be downloaded from any mirror: {'; '.join(failures)}). This "
                 f"machine looks offline, or the mirrors are unreachable or serve other files. "
                 f"Put the MNIST files ({', '.join(MNIST_FILES)}, raw or .gz) into {folder} by hand "
                 f"(data dir {origin}), "
                 f"or set DANN_DATA / --data-dir to a directory whose mnist/ folder has them"
             )
+        if damage is not None:  # said once it is mended: a failure says it in its one line
+            logger.warning("%s; downloaded an intact copy", damage)
+        if existing is not None and existing.name == name:  # a damaged raw file would be found before the new .gz
+            existing.unlink()
     return folder

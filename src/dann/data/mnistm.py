@@ -13,7 +13,6 @@ import io
 import logging
 import os
 import tarfile
-import tempfile
 import zipfile
 import zlib
 from importlib import resources
@@ -31,6 +30,7 @@ from dann.data.mnist import (
     load_mnist,
 )
 from dann.errors import ConfigError, DataError
+from dann.runfiles import atomic_open
 
 logger = logging.getLogger(__name__)
 
@@ -174,8 +174,14 @@ def blend_mnistm(
 
 
 def _cache_path(cache_dir: str | os.PathLike | None, seed: int) -> Path:
+    if seed < 0:  # the seed names the file; a negative one is a typo, not a data set
+        raise ConfigError(f"MNIST-M seed must be 0 or more, got {seed}")
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     return root / "mnistm" / f"mnistm_seed{seed}.npz"
+
+
+#: what reading a damaged or foreign cache file can raise
+_CACHE_ERRORS = (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
 
 
 def build_mnistm(
@@ -186,12 +192,18 @@ def build_mnistm(
 ) -> Path:
     """Build MNIST-M (train from MNIST train, test from MNIST test) into the cache; return its path.
 
-    An existing cache file is returned as is unless ``force``; `load_mnistm` checks its contents.
-    The file is written to a temporary name then renamed, so readers never see a partial file.
+    An existing cache file is checked (every array's presence, type, shape and label range) and
+    kept if intact, rebuilt with a warning if not; ``force`` rebuilds it regardless. The file is
+    written atomically (readable by everyone), so an interrupted build leaves no partial file.
     """
     path = _cache_path(cache_dir, seed)
     if path.is_file() and not force:
-        return path
+        try:
+            for split in SPLIT_FILES:
+                _read_cache(path, split)
+            return path
+        except _CACHE_ERRORS as e:
+            logger.warning("MNIST-M cache %s is unusable (%s); rebuilding it", path, e)
     mnist = {split: load_mnist(split, data_dir) for split in ("train", "test")}
     photos = load_bsds500_train(data_dir)
     rng = np.random.default_rng(seed)
@@ -201,16 +213,10 @@ def build_mnistm(
         arrays[f"{split}_images"] = blend_mnistm(digits, photos, rng)
         arrays[f"{split}_labels"] = labels
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with atomic_open(path) as f:
+            np.savez_compressed(f, **arrays)
     except OSError as e:
         raise DataError(f"{path.parent}: cannot write the MNIST-M cache ({e.strerror or e})") from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        os.replace(tmp_name, path)
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
     return path
 
 
@@ -242,13 +248,14 @@ def load_mnistm(
     """
     if split not in SPLIT_FILES:
         raise ConfigError(f"unknown MNIST-M split {split!r}, expected 'train' or 'test'")
-    path = build_mnistm(data_dir, cache_dir, seed)
-    try:
-        return _read_cache(path, split)
-    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
-        logger.warning("MNIST-M cache %s is unusable (%s); rebuilding it", path, e)
+    path = _cache_path(cache_dir, seed)
+    if path.is_file():  # read once, not checked first and then read again
+        try:
+            return _read_cache(path, split)
+        except _CACHE_ERRORS as e:
+            logger.warning("MNIST-M cache %s is unusable (%s); rebuilding it", path, e)
     path = build_mnistm(data_dir, cache_dir, seed, force=True)
     try:
         return _read_cache(path, split)
-    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
+    except _CACHE_ERRORS as e:
         raise DataError(f"{path}: the freshly built MNIST-M cache cannot be read back ({e})") from e

@@ -41,6 +41,8 @@ class MnistDataConfig:
     def __post_init__(self) -> None:
         if self.train_limit < 0 or self.test_limit < 0:
             raise ConfigError("data.train_limit and data.test_limit must be >= 0 (0: all images)")
+        if self.mnistm_seed < 0:
+            raise ConfigError(f"data.mnistm_seed must be 0 or more, got {self.mnistm_seed}")
         if not 0.0 <= self.intermediate < 1.0:
             raise ConfigError(f"data.intermediate must be in [0, 1) (0: no intermediate domain), got {self.intermediate}")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dann.config import dump_yaml, to_dict
+from dann.config import to_dict
 from dann.data.domains import DomainData, Split
 from dann.errors import ConfigError
 from dann.evaluate.embedding import embed_2d
@@ -18,11 +17,13 @@ from dann.evaluate.metrics import evaluate, extract_features
 from dann.evaluate.validation import validation_scores
 from dann.experiments.base import Experiment, StudyConfig, get_experiment
 from dann.experiments.provenance import write_provenance
+from dann.experiments.rundir import config_fingerprint, load_result, save_result
 from dann.experiments.workers import run_in_processes
 from dann.fit import fit
 from dann.methods import Method
 from dann.plots.figures import scatter_domains, training_curves
 from dann.report import write_report
+from dann.runfiles import atomic_write_json, make_dirs
 from dann.train import distributed
 from dann.train.metrics_log import MetricsLog, read_metrics
 
@@ -44,11 +45,12 @@ def run_study(
     experiment: Experiment, cfg: StudyConfig, out_dir: Path, data_dir: str | None = None, resume: bool = False,
     plugins: Sequence[str] = (),
 ) -> dict[str, Any] | None:
-    """Train each mode in ``cfg.modes`` from the same seed; write config, metrics, plots and summary.
+    """Train each mode in ``cfg.modes`` from the same seed; write metrics, plots and summary.
 
-    Each mode checkpoints into ``checkpoints/<mode>.pt`` and, once evaluated, records its scores
-    in ``results/<mode>.json``; with ``resume`` finished modes are skipped and the interrupted one
-    continues from its checkpoint. With ``cfg.jobs`` > 1, that many modes train at once, each in
+    ``out_dir`` is made ready by :class:`~dann.experiments.rundir.RunDirectory` (which writes
+    ``config.yaml``). Each mode checkpoints into ``checkpoints/<mode>.pt`` and, once evaluated,
+    records its scores in ``results/<mode>.json``, both with the config's fingerprint; with
+    ``resume`` finished modes are skipped and the interrupted one continues from its checkpoint. With ``cfg.jobs`` > 1, that many modes train at once, each in
     its own process (``plugins`` are imported there too). Under torchrun every rank trains; rank 0
     alone writes and returns the summary (other ranks return None).
     """
@@ -57,15 +59,13 @@ def run_study(
         raise ConfigError("jobs > 1 trains modes in parallel processes; under torchrun set jobs=1")
     plots_dir = out_dir / "plots"
     if group.is_main:
-        plots_dir.mkdir(parents=True, exist_ok=True)
-        if not resume:
-            dump_yaml(cfg, out_dir / "config.yaml")
+        make_dirs(plots_dir)
 
     finished = {}
     if resume:
         for name in cfg.modes:
-            if (path := out_dir / "results" / f"{name}.json").exists():
-                finished[name] = json.loads(path.read_text())
+            if (scores := load_result(out_dir, name, cfg)) is not None:
+                finished[name] = scores
     pending = [name for name in cfg.modes if name not in finished]
     # threads per mode from the config alone, not from what is left to do: a resumed mode keeps
     # the thread count it started with (thread counts change the sums' rounding)
@@ -92,7 +92,7 @@ def run_study(
     results = {name: finished[name] for name in cfg.modes}
     training_curves({name: read_metrics(out_dir / "metrics" / f"{name}.jsonl") for name in cfg.modes}, plots_dir / "curves.png")
     summary = {"experiment": experiment.name, "seed": cfg.seed, "target_labels": data_has_target_labels(results), "results": results}
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_json(out_dir / "summary.json", summary)
     write_report(out_dir)  # report.html, rebuilt from the files above (so also after a resume)
     return summary
 
@@ -105,8 +105,8 @@ def data_has_target_labels(results: Mapping[str, Mapping[str, float]]) -> bool:
 def train_mode(
     experiment: Experiment, cfg: StudyConfig, data: DomainData, name: str, out_dir: Path, progress_line: int = 0
 ) -> dict[str, float]:
-    """Train one mode (continuing from its checkpoint if there is one); on rank 0 score it, save
-    its scores to ``results/<name>.json`` and plot its features. Returns the scores ({} off rank 0)."""
+    """Train one mode (continuing from its checkpoint if there is one); on rank 0 score it, plot its
+    features and save its scores to ``results/<name>.json``. Returns the scores ({} off rank 0)."""
     metrics_path = out_dir / "metrics" / f"{name}.jsonl"
     with MetricsLog(metrics_path, out_dir / "tb" / name, config={"mode": name, **to_dict(cfg)}) as log:
         fitted = fit(
@@ -115,7 +115,7 @@ def train_mode(
             evaluate=lambda m: evaluate(m, data, cfg.probe_samples, cfg.seed, test_samples=cfg.probe_samples),
             validate=lambda m: validation_scores(m, data, cfg.validation.validators, cfg.seed),
             select_by=cfg.train.select_by or None,
-            checkpoint=out_dir / "checkpoints" / f"{name}.pt", progress_line=progress_line,
+            checkpoint=out_dir / "checkpoints" / f"{name}.pt", fingerprint=config_fingerprint(cfg), progress_line=progress_line,
         )
     if not distributed.current().is_main:
         return {}
@@ -125,10 +125,8 @@ def train_mode(
         result["selection"] = fitted.selection
         if data.target_labelled:  # evaluation only: the choice above never read these
             result["oracle"] = oracle_record(read_metrics(metrics_path), fitted.selection["step"])
-    result_path = out_dir / "results" / f"{name}.json"
-    result_path.parent.mkdir(exist_ok=True)
-    result_path.write_text(json.dumps(result) + "\n")
     plot_features(experiment, fitted.method, data, name, out_dir / "plots", cfg.seed, experiment.embedding_samples)
+    save_result(out_dir, name, cfg, result)  # last: a saved result means the mode's outputs are complete
     return result
 
 

@@ -19,8 +19,9 @@ import torch
 from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
+from dann.errors import DataError
 from dann.methods.base import Method
-from dann.train.checkpoint import load_checkpoint, save_checkpoint
+from dann.train.checkpoint import FINGERPRINT_KEY, load_checkpoint, save_checkpoint
 from dann.train.metrics_log import MetricsLog
 
 if TYPE_CHECKING:
@@ -255,16 +256,31 @@ class Checkpoint(Callback):
     """Saves everything a resumed run needs every ``every`` steps, on a signal and at the end; resumes from it.
 
     Put it last: it saves after the other callbacks have done their step's work, and restores
-    their states through ``load_state_dict``. Only rank 0 writes.
+    their states through ``load_state_dict``. Only rank 0 writes. ``fingerprint`` names the
+    settings the run trains with (see :func:`dann.runfiles.fingerprint`); it is saved in every
+    checkpoint, and a checkpoint saved under another one is refused rather than continued with
+    settings it was not made with. A checkpoint without one (written by an older dann) is accepted.
     """
 
-    def __init__(self, path: str | Path, every: int) -> None:
-        self.path, self.every = Path(path), every
+    def __init__(self, path: str | Path, every: int, fingerprint: str | None = None) -> None:
+        self.path, self.every, self.fingerprint = Path(path), every, fingerprint
 
     def on_train_start(self, state: TrainState) -> None:
-        if self.path.exists():
-            state.restore(load_checkpoint(self.path))
-            state.last_checkpoint_step = state.step
+        if not self.path.exists():
+            return
+        checkpoint = load_checkpoint(self.path)
+        saved = checkpoint.get(FINGERPRINT_KEY)
+        if self.fingerprint is not None and saved is not None and saved != self.fingerprint:
+            raise DataError(
+                f"checkpoint {self.path} was written with other settings than this run's (config fingerprint "
+                f"{str(saved)[:12]}, this run {self.fingerprint[:12]}); resume with the config it was written "
+                "with, or delete it to train from the start"
+            )
+        try:
+            state.restore(checkpoint)
+        except DataError as err:
+            raise DataError(f"{self.path}: {err}") from None
+        state.last_checkpoint_step = state.step
 
     def on_step_end(self, state: TrainState, logs: dict[str, Any]) -> None:
         if self.every and state.step % self.every == 0 and state.step < state.steps:
@@ -278,6 +294,8 @@ class Checkpoint(Callback):
 
     def save(self, state: TrainState) -> None:
         if state.is_main:
-            save_checkpoint(state.snapshot(), self.path)
+            snapshot = state.snapshot()
+            if self.fingerprint is not None:
+                snapshot[FINGERPRINT_KEY] = self.fingerprint
+            save_checkpoint(snapshot, self.path)
         state.last_checkpoint_step = state.step
-

@@ -122,7 +122,7 @@ class TrainState:
         }
 
     def restore(self, checkpoint: dict[str, Any]) -> None:
-        """The inverse of :meth:`snapshot`; a checkpoint of another run's shape is a one-line error."""
+        """The inverse of :meth:`snapshot`; a checkpoint of another run's shape is a one-line DataError."""
         try:
             self.method.load_state_dict(checkpoint["method"])
             for name, opt in self.optimizers.items():
@@ -134,14 +134,24 @@ class TrainState:
             torch.set_rng_state(checkpoint["torch_rng"])
             if "cuda_rng" in checkpoint and self.batches.device.type == "cuda":
                 torch.cuda.set_rng_state(checkpoint["cuda_rng"], self.batches.device)
-        except (KeyError, RuntimeError, ValueError) as err:
-            problem = f"has no {err}" if isinstance(err, KeyError) else str(err).strip().splitlines()[0]
+            step, train_seconds = int(checkpoint["step"]), float(checkpoint["train_seconds"])
+        except (KeyError, IndexError, RuntimeError, ValueError, TypeError, AttributeError) as err:
             raise DataError(
-                f"checkpoint does not fit this run ({problem}); it was written by another config or version: "
-                "resume with the config it was written with, or delete it to retrain"
+                f"checkpoint does not fit this run ({_mismatch(err)}); it was written by another config or version: "
+                "resume with the config it was written with, or delete it to train from the start"
             ) from None
-        self.step = int(checkpoint["step"])
-        self.train_seconds = float(checkpoint["train_seconds"])
+        self.step, self.train_seconds = step, train_seconds
+
+
+def _mismatch(err: Exception) -> str:
+    """The informative line of a state-dict error: ``load_state_dict`` puts it after a generic header."""
+    if isinstance(err, KeyError):
+        return f"it has no {err}"
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].startswith("Error(s) in loading state_dict"):
+        lines = lines[1:]
+    text = lines[0] if lines else type(err).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:

@@ -9,6 +9,11 @@ from typing import Any
 
 import yaml
 
+from dann.runfiles import atomic_write_text, make_dirs, read_jsonl
+
+#: what to do about a metrics log damaged before its last line
+_FIX = "delete it to keep training (the curves then start at the checkpoint)"
+
 #: the TensorBoard metrics the hyperparameter table shows next to each run's settings
 HPARAM_METRICS = ("accuracy/source_acc", "accuracy/target_acc", "score/target_im", "accuracy/domain_acc")
 
@@ -54,7 +59,7 @@ class MetricsLog:
         self, path: str | Path, tensorboard_dir: str | Path | None = None, config: Mapping[str, Any] | None = None
     ) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.path.parent)
         self.tensorboard_dir = tensorboard_dir
         self.config = config
         self._purge_step: int | None = None
@@ -62,10 +67,14 @@ class MetricsLog:
         self._writer = None
 
     def rewind(self, step: int) -> None:
-        """Forget rows after ``step``: a resumed run logs them again, so they must not appear twice."""
+        """Forget rows after ``step``: a resumed run logs them again, so they must not appear twice.
+
+        The file is replaced atomically, and a last line cut off by a kill mid-write is dropped
+        here, before anything is appended after it.
+        """
         if self.path.exists():
-            kept = [row for row in read_metrics(self.path) if row["step"] <= step]
-            self.path.write_text("".join(json.dumps(row) + "\n" for row in kept))
+            kept = [row for row in read_metrics(self.path) if isinstance(row.get("step"), int) and row["step"] <= step]
+            atomic_write_text(self.path, "".join(json.dumps(row) + "\n" for row in kept))
         self._purge_step = step + 1
 
     def write(self, row: dict[str, Any]) -> None:
@@ -108,9 +117,11 @@ class MetricsLog:
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """The rows written by :class:`MetricsLog`, in order (none if the file does not exist yet)."""
+    """The rows written by :class:`MetricsLog`, in order (none if the file does not exist yet).
+
+    A last line cut off mid-write is left out; other damage is a one-line DataError.
+    """
     path = Path(path)
     if not path.exists():
         return []
-    with path.open() as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return read_jsonl(path, "the metrics log", _FIX)
