@@ -20,7 +20,7 @@ from dann.cli import main
         (["run", "blobs", "--set", "recipe=nosuch"], "unknown recipe 'nosuch' for blobs; choose from default"),
         (["run", "blobs", "--set", "data.shift=[1]"], "data.shift must be two numbers"),
         (["run"], "name an experiment"),
-        (["run", "--resume", "/nonexistent/dir"], "cannot read config /nonexistent/dir/config.yaml"),
+        (["run", "--resume", "/nonexistent/dir"], "cannot resume: /nonexistent/dir does not exist"),
     ],
 )
 def test_one_line_error_and_exit_code_2(args, message, capsys, tmp_path):

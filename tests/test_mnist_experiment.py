@@ -213,8 +213,9 @@ def test_cli_missing_data_names_the_files(tmp_path, monkeypatch, capsys):
 def test_cli_fetch_offline_is_one_line_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(mnist, "MNIST_MIRRORS", ("http://127.0.0.1:9/",))  # nothing listens on port 9
     assert main(["data", "fetch", "mnist", "--data-dir", str(tmp_path)]) == 2
-    err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and "could not download" in err
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert all(line.startswith("dann: downloading ") for line in lines[:-1])  # progress, then one error line
+    assert lines[-1].startswith("dann: error:") and "could not be downloaded" in lines[-1]
 
 
 @needs_shared_data

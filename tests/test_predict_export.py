@@ -45,7 +45,7 @@ def test_the_rebuilt_mode_scores_what_the_run_scored(blobs):
     trained = load_mode(blobs, "dann")
     split = trained.data.target_test
     accuracy = float((trained.logits(split.x).argmax(1) == split.y).float().mean())
-    assert accuracy == pytest.approx(json.loads((blobs / "results" / "dann.json").read_text())["target_acc"], abs=1e-6)
+    assert accuracy == pytest.approx(json.loads((blobs / "results" / "dann.json").read_text())["scores"]["target_acc"], abs=1e-6)
 
 
 @pytest.mark.parametrize("kind", ["npy", "npz", "csv"])

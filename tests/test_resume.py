@@ -112,7 +112,7 @@ def test_non_finite_loss_stops_with_step_mode_and_keeps_the_last_checkpoint(tmp_
     method = _Explodes(mlp_network(2, 3, [8], [8]))
     path = tmp_path / "ck.pt"
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss \(nan\) at step 7 of 'explodes'.*label_loss.*checkpoint of step 5 is kept"):
-        fit(data, method, train_config=TrainConfig(steps=20, checkpoint_every=5), seed=0, checkpoint=path, name="explodes")
+        fit(data, method, train_config=TrainConfig(steps=20, batch_size=16, checkpoint_every=5), seed=0, checkpoint=path, name="explodes")
     assert load_checkpoint(path)["step"] == 5
 
 

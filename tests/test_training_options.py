@@ -70,7 +70,7 @@ def test_ema_run_resumed_after_a_crash_ends_bit_for_bit_like_an_uninterrupted_on
 def test_resuming_without_the_averaged_weights_is_a_clear_error(tmp_path):
     path = tmp_path / "ck.pt"
     _trained(10, path)
-    with pytest.raises(DataError, match="checkpoint does not fit this run.*delete it to retrain"):
+    with pytest.raises(DataError, match="checkpoint does not fit this run.*delete it to train from the start"):
         _trained(20, path, ema_decay=0.9)
 
 

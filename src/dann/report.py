@@ -92,7 +92,8 @@ def read_run(path: str | Path) -> Run:
     results = {}
     for mode in modes:
         if (result := path / "results" / f"{mode}.json").exists():
-            results[mode] = read_json(result, f"the scores of {mode}", fix)
+            saved = read_json(result, f"the scores of {mode}", fix)
+            results[mode] = saved.get("scores", {})
     metrics = {}
     for mode in modes:
         if (log := path / "metrics" / f"{mode}.jsonl").exists():

@@ -7,6 +7,7 @@ hands each validator what it reads. The target's labels are never passed on.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Sequence
 
 import torch
@@ -14,7 +15,10 @@ import torch
 from dann.data.domains import DomainData
 from dann.evaluate.metrics import extract_features
 from dann.methods.base import Method
+from dann.errors import DataError
 from dann.select import LabelledOutputs, Outputs, Validator, get_validator
+
+log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
@@ -42,7 +46,13 @@ def validation_scores(method: Method, data: DomainData, names: Sequence[str], se
         method.train(was_training)
         return logits
 
-    return {v.name: float(v(source_val=source, target_val=target, predict=predict)) for v in validators}
+    scores = {}
+    for validator in validators:
+        try:
+            scores[validator.name] = float(validator(source_val=source, target_val=target, predict=predict))
+        except DataError as err:  # e.g. too few held-out samples for DEV's folds: no score, not a failed run
+            log.warning("validator %s gives no score here: %s", validator.name, err)
+    return scores
 
 
 def _logits(method: Method, features: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -121,6 +121,8 @@ class KeepBest(Callback):
         model = state.eval_model()
         scores = self.score(model)
         state.method.train()
+        if self.select_by is not None and self.select_by not in scores:
+            raise DataError(f"train.select_by={self.select_by} gives no score on these held-out splits (too few samples?); hold out more (validation.*)")
         logs.update({f"val_{name}": value for name, value in scores.items()})
         self.history.append({"step": state.step, **scores})
         if self.select_by is not None and (self.best_step is None or scores[self.select_by] > self.best_score):
