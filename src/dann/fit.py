@@ -89,8 +89,8 @@ def fit(
     config = resolve_method_options(copy.deepcopy(config or MethodConfig()), [method])
     name = name or method
     entry = get_method(method)
-    if entry.cls.uses_target_labels and not data.target_labelled:
-        raise ConfigError(f"{name} is an oracle that trains on target labels, but this target has none")
+    if entry.cls.uses_target_labels and not data.target_train.labelled:
+        raise ConfigError(f"{name} is an oracle that trains on target labels, but the training target has none")
     group = distributed.current()
     device = resolve_device(train_config.device, group.world_size)
     check_precision(train_config.precision, device)
