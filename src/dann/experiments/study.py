@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from dann.config import dump_yaml
-from dann.data.domains import DomainData, Split
+from dann.data.domains import DomainData, Split, identity
 from dann.errors import ConfigError
 from dann.evaluate.embedding import embed_2d
 from dann.evaluate.metrics import evaluate, extract_features
@@ -19,8 +19,10 @@ from dann.experiments.base import Experiment, StudyConfig, get_experiment
 from dann.experiments.workers import run_in_processes
 from dann.fit import fit
 from dann.methods import Method
+from dann.models.frozen import backbone_features, is_frozen_backbone
 from dann.plots.figures import scatter_domains, training_curves
 from dann.train import distributed
+from dann.train.device import resolve_device
 from dann.train.metrics_log import MetricsLog, read_metrics
 
 COLUMNS = ("source_acc", "target_acc", "target_im", "domain_acc")
@@ -79,6 +81,7 @@ def run_study(
         data = experiment.load_data(cfg, data_dir)
         if group.is_main:
             experiment.plot_data(data, plots_dir)
+        data = model_inputs(data, cfg)
         for name in pending:
             finished[name] = train_mode(experiment, cfg, data, name, out_dir)
 
@@ -89,6 +92,20 @@ def run_study(
     summary = {"experiment": experiment.name, "seed": cfg.seed, "target_labels": data_has_target_labels(results), "results": results}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def model_inputs(data: DomainData, cfg: StudyConfig) -> DomainData:
+    """What every mode's network trains on: the data itself, or, when ``cfg.model`` freezes a
+    torchvision backbone, that backbone's features of every image, computed once for all modes."""
+    if not is_frozen_backbone(cfg.model):
+        return data
+    if data.augment is not identity:
+        raise ConfigError(
+            "model.freeze_backbone=true computes each image's features once, so training images cannot be "
+            "augmented: set data.augment=none, or train the backbone (model.freeze_backbone=false)"
+        )
+    device = resolve_device(cfg.train.device, distributed.current().world_size)
+    return backbone_features(data, cfg.model, cfg.seed, device)[0]
 
 
 def data_has_target_labels(results: Mapping[str, Mapping[str, float]]) -> bool:
@@ -123,7 +140,7 @@ def _load_study(
     experiment_name: str, cfg: StudyConfig, data_dir: str | None, out_dir: Path
 ) -> tuple[Experiment, StudyConfig, DomainData, Path]:
     experiment = get_experiment(experiment_name)
-    return experiment, cfg, experiment.load_data(cfg, data_dir), out_dir
+    return experiment, cfg, model_inputs(experiment.load_data(cfg, data_dir), cfg), out_dir
 
 
 def _train_mode_in_worker(context: tuple[Experiment, StudyConfig, DomainData, Path], name: str, line: int) -> dict[str, float]:
