@@ -11,6 +11,7 @@ import torch
 
 from dann.data.augment import Compose, RandomChannelJitter, RandomInvert, RandomTranslate
 from dann.data.domains import DomainData, ExtraDomain, Split, identity
+from dann.data.folders import write_example_folders
 from dann.data.mnist import load_mnist
 from dann.data.mnistm import load_mnistm
 from dann.errors import ConfigError
@@ -129,11 +130,17 @@ def channel_mean(*images: torch.Tensor) -> torch.Tensor:
     return total / count
 
 
-def _split(images: np.ndarray, labels: np.ndarray, limit: int, rng: np.random.Generator) -> Split:
-    """uint8 NCHW images (grey MNIST replicated to 3 channels, without copying), a random subset."""
+def subset(images: np.ndarray, labels: np.ndarray, limit: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A random subset of ``limit`` images, in their order (all of them when ``limit`` is 0 or not smaller)."""
     if 0 < limit < len(images):
         keep = np.sort(rng.choice(len(images), limit, replace=False))
         images, labels = images[keep], labels[keep]
+    return images, labels
+
+
+def _split(images: np.ndarray, labels: np.ndarray, limit: int, rng: np.random.Generator) -> Split:
+    """uint8 NCHW images (grey MNIST replicated to 3 channels, without copying), a random subset."""
+    images, labels = subset(images, labels, limit, rng)
     x = torch.from_numpy(np.ascontiguousarray(images))
     x = x.unsqueeze(1).expand(-1, 3, -1, -1) if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()
     return Split(x, torch.from_numpy(labels))
@@ -185,3 +192,21 @@ class MnistToMnistM(Experiment):
         ]
         rows += [(f"{d.name} (unlabelled)", d.train.x[:n].permute(0, 2, 3, 1).numpy()) for d in data.extra_domains]
         image_grid(rows, plots_dir / "samples.png")
+
+
+def write_mnist_folders(
+    out_dir: str | Path, data_dir: str | None = None, train_limit: int = 0, test_limit: int = 0, seed: int = 0, mnistm_seed: int = 0
+) -> dict[str, Path]:
+    """MNIST -> MNIST-M as the image folders a user would bring (:func:`~dann.data.folders.write_example_folders`):
+    ``source/<digit>/`` (MNIST train), ``target/`` (MNIST-M train, unlabelled) and ``target_test/<digit>/``
+    (MNIST-M test), with the very images ``dann run mnist-mnistm`` trains on for the same limits and
+    seed, so ``dann run folders`` on them can be checked against it.
+    """
+    rng = np.random.default_rng(seed)
+    chosen = {}
+    for split, most in (("train", train_limit), ("test", test_limit)):  # the order load_data draws in
+        chosen[f"source_{split}"] = subset(*load_mnist(split, data_dir), most, rng)
+        chosen[f"target_{split}"] = subset(*load_mnistm(split, data_dir, seed=mnistm_seed), most, rng)
+    return write_example_folders(
+        out_dir, *chosen["source_train"], *chosen["target_train"], *chosen["target_test"], [str(d) for d in range(10)]
+    )
