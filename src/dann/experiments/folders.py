@@ -196,6 +196,9 @@ class Folders(Experiment):
         prepare, augment = input_transforms(cfg, tuple(splits["source_train"].x.shape[2:]))
         return DomainData(**splits, n_classes=len(listings["source_train"][0].classes), prepare=prepare, augment=augment)
 
+    def input_transforms(self, cfg: FoldersStudyConfig, source_x: torch.Tensor, target_x: torch.Tensor) -> tuple[Transform, Transform]:
+        return input_transforms(cfg, tuple(source_x.shape[2:]))
+
     def plot_data(self, data: DomainData, plots_dir: Path) -> None:
         n = 12
 

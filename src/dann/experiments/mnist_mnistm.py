@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -175,14 +176,21 @@ class MnistToMnistM(Experiment):
             (digits, labels), (coloured, _) = raw["source_train"], raw["target_train"]
             between = blend(digits, coloured, cfg.data.intermediate)
             extra.append(ExtraDomain("intermediate", _split(between, labels, cfg.data.train_limit, rng)))
+        prepare, augment = self.input_transforms(cfg, splits["source_train"].x, splits["target_train"].x)
+        return DomainData(**splits, n_classes=10, prepare=prepare, augment=augment, extra_domains=extra)
+
+    def input_transforms(
+        self, cfg: MnistStudyConfig, source_x: torch.Tensor, target_x: torch.Tensor
+    ) -> tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]:
+        """``data.normalise`` (channel_mean from the training images of both domains) and ``data.augment``."""
         if cfg.data.normalise == "per_image":
             prepare = PerImage(cfg.model.channels_last)
         elif cfg.data.normalise == "polarity":
             prepare = ChannelPolarity(cfg.model.channels_last)
         else:
-            prepare = ChannelMean(channel_mean(splits["source_train"].x, splits["target_train"].x), cfg.model.channels_last)
+            prepare = ChannelMean(channel_mean(source_x, target_x), cfg.model.channels_last)
         augment = {"none": identity, "invert": RandomInvert(0.5), "colour": Compose(RandomTranslate(2), RandomChannelJitter())}
-        return DomainData(**splits, n_classes=10, prepare=prepare, augment=augment[cfg.data.augment], extra_domains=extra)
+        return prepare, augment[cfg.data.augment]
 
     def plot_data(self, data: DomainData, plots_dir: Path) -> None:
         n = 12

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from dann.config import dump_yaml
-from dann.data.domains import DomainData, Split, identity
+from dann.data.domains import DomainData, Split
 from dann.errors import ConfigError
 from dann.evaluate.embedding import embed_2d
 from dann.evaluate.metrics import evaluate, extract_features
@@ -99,11 +99,6 @@ def model_inputs(data: DomainData, cfg: StudyConfig) -> DomainData:
     torchvision backbone, that backbone's features of every image, computed once for all modes."""
     if not is_frozen_backbone(cfg.model):
         return data
-    if data.augment is not identity:
-        raise ConfigError(
-            "model.freeze_backbone=true computes each image's features once, so training images cannot be "
-            "augmented: set data.augment=none, or train the backbone (model.freeze_backbone=false)"
-        )
     device = resolve_device(cfg.train.device, distributed.current().world_size)
     return backbone_features(data, cfg.model, cfg.seed, device)[0]
 

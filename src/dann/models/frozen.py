@@ -15,6 +15,7 @@ from collections.abc import Callable
 import torch
 
 from dann.data.domains import DomainData, ExtraDomain, Split, identity
+from dann.errors import ConfigError
 from dann.models.backbones import cache_backbone_features
 from dann.models.registry import BackboneOptions, ModelConfig, NetworkRequest
 
@@ -55,8 +56,14 @@ def backbone_features(
 
     Each distinct image tensor is encoded once (splits that share one, e.g. a test split that is
     the training split, share the features). The result has no ``prepare`` (the encoder applied
-    it) and no ``augment``: features are computed once, so training images cannot be re-augmented.
+    it) and no ``augment``: features are computed once, so ``data`` must have no augmentation (a
+    ConfigError otherwise).
     """
+    if data.augment is not identity:
+        raise ConfigError(
+            "model.freeze_backbone=true computes each image's features once, so training images cannot be "
+            "augmented: turn augmentation off (data.augment=none), or train the backbone (model.freeze_backbone=false)"
+        )
     encode = frozen_backbone(data, model, seed, device)
     cache: dict[int, torch.Tensor] = {}
 
