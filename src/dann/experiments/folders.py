@@ -142,9 +142,7 @@ def list_images(path: str, key: str, classes: list[str] | None = None) -> ImageL
     return list_image_folder(path, classes)
 
 
-def _subset(listing: ImageListing, indices: np.ndarray | None) -> ImageListing:
-    if indices is None:
-        return listing
+def _subset(listing: ImageListing, indices: np.ndarray) -> ImageListing:
     labels = None if listing.labels is None else [listing.labels[i] for i in indices]
     return ImageListing([listing.paths[i] for i in indices], labels, listing.classes, listing.origin, listing.notes)
 
