@@ -21,6 +21,7 @@ from dann.data.mnist import fetch_mnist
 from dann.data.mnistm import build_mnistm
 from dann.errors import DannError
 from dann.experiments import EXPERIMENTS, Experiment, StudyConfig, get_experiment, resolve_config
+from dann.experiments.mnist_mnistm import write_mnist_folders
 from dann.experiments.rundir import RunDirectory
 from dann.experiments.study import format_table, run_study
 from dann.methods import METHODS
@@ -98,6 +99,17 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--cache-dir", help="where the built data set goes (default: $DANN_CACHE, else ~/.cache/dann)")
     build.add_argument("--seed", type=int, default=0, help="MNIST-M seed: the same seed builds the same images")
     build.add_argument("--force", action="store_true", help="rebuild even if the cache file exists")
+    make = data_commands.add_parser(
+        "make-folders",
+        help="write MNIST (source/, class folders) and MNIST-M (target/ unlabelled, target_test/) as image folders",
+        description="Example image folders for `dann run folders`: the images `dann run mnist-mnistm` trains on "
+        "with the same --train-limit, --test-limit and --seed (MNIST-M is built and cached on first use).",
+    )
+    make.add_argument("--out", type=Path, required=True, help="where source/, target/ and target_test/ go")
+    make.add_argument("--data-dir", help="holds mnist/ and bsds500/ (default: $DANN_DATA, else the user cache)")
+    make.add_argument("--train-limit", type=int, default=0, help="training images per domain, a seeded subset (0: all)")
+    make.add_argument("--test-limit", type=int, default=0, help="target test images, a seeded subset (0: all)")
+    make.add_argument("--seed", type=int, default=0, help="the subset seed, as `dann run mnist-mnistm --seed`")
     _add_report_command(commands)
     _add_model_commands(commands)
     return parser
@@ -170,6 +182,13 @@ def _report(args: argparse.Namespace) -> int:
 def _data(args: argparse.Namespace) -> int:
     if args.data_command == "fetch":
         print(f"MNIST is in {fetch_mnist(args.data_dir)}")
+    elif args.data_command == "make-folders":
+        if args.train_limit < 0 or args.test_limit < 0:
+            raise DannError("--train-limit and --test-limit must be 0 (all images) or more")
+        folders = write_mnist_folders(args.out, args.data_dir, args.train_limit, args.test_limit, args.seed)
+        print(f"wrote {', '.join(str(path) for path in folders.values())}")
+        print(f"try: dann run folders --set data.source={folders['source']} --set data.target={folders['target']} "
+              f"--set data.target_test={folders['target_test']} --recipe digits")
     else:
         print(f"MNIST-M is in {build_mnistm(args.data_dir, args.cache_dir, args.seed, args.force)}")
     return 0
@@ -322,6 +341,23 @@ def configure_logging() -> None:
         handler.setFormatter(logging.Formatter("dann: %(message)s"))
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+
+
+def discard_unstarted_run(out: Path, created: bool) -> None:
+    """After a failure before any checkpoint (bad data, a bad network option), remove what the run
+    wrote, so no half-made run directory is left for ``--resume`` to misread: the directory itself
+    when this run created it, else its contents (it was empty when the run began)."""
+    checkpoints = out / "checkpoints"
+    if not out.is_dir() or (checkpoints.is_dir() and any(checkpoints.iterdir())):
+        return
+    if created:
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    for entry in out.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

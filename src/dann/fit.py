@@ -107,8 +107,8 @@ def fit(
     train_config = train_config or TrainConfig()
     name = name or (method if isinstance(method, str) else type(method).__name__)
     uses_target_labels = get_method(method).cls.uses_target_labels if isinstance(method, str) else method.uses_target_labels
-    if uses_target_labels and not data.target_labelled:
-        raise ConfigError(f"{name} is an oracle that trains on target labels, but this target has none")
+    if uses_target_labels and not data.target_train.labelled:
+        raise ConfigError(f"{name} is an oracle that trains on target labels, but the training target has none")
     group = distributed.current()
     device = resolve_device(train_config.device, group.world_size)
     check_precision(train_config.precision, device)

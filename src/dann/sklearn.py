@@ -8,10 +8,11 @@ so a model fitted here is trained exactly like ``dann run`` trains it.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import numbers
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -21,14 +22,22 @@ from sklearn.utils import Tags, check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from dann.config import from_dict
+from dann.config import from_dict, to_dict
 from dann.data.domains import DomainData, Split, identity
 from dann.evaluate.metrics import extract_features
 from dann.fit import fit
 from dann.methods import METHODS, MethodConfig, get_method, resolve_method_options
+from dann.models.frozen import backbone_features, is_frozen_backbone
 from dann.models.network import DomainAdversarialNet
-from dann.models.registry import ModelConfig, NetworkRequest
+from dann.models.backbones import Preprocessing, backbone_preprocessing
+from dann.models.registry import ModelConfig, NetworkRequest, backbone_arch
+from dann.train.device import resolve_device
 from dann.train.loop import TrainConfig
+
+if TYPE_CHECKING:
+    from dann.experiments import Experiment, StudyConfig
+
+Transform = Callable[[torch.Tensor], torch.Tensor]
 
 #: ``network(n_features or sample shape, n_classes, n_domain_outputs)`` -> a fresh network
 NetworkFactory = Callable[[Any, int, int], DomainAdversarialNet]
@@ -57,9 +66,32 @@ def _standardised(X: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> torch.T
     return torch.from_numpy((X - mean) / scale)
 
 
-def _domain_data(source: Split, target: Split, n_classes: int) -> DomainData:
+def _domain_data(
+    source: Split, target: Split, n_classes: int, prepare: Transform = identity, augment: Transform = identity
+) -> DomainData:
     """The train splits double as test splits: the loop selects nothing on them."""
-    return DomainData(source, source, target, target, n_classes)
+    return DomainData(source, source, target, target, n_classes, prepare=prepare, augment=augment)
+
+
+class PixelNormalise:
+    """Images ``(N, 3, H, W)`` of pixel values 0..255 -> a backbone's :class:`~dann.models.backbones.Preprocessing`."""
+
+    def __init__(self, preprocessing: Preprocessing) -> None:
+        self.preprocessing = preprocessing
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.preprocessing(x.float() / 255)
+
+
+#: the training parameters a recipe can set
+TRAIN_PARAMETERS = (
+    "steps", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "lr_schedule", "lambda_schedule", "lambda_max", "gamma", "ema_decay",
+)
+
+
+def _is_default(name: str, value: Any) -> bool:
+    default = inspect.signature(DANNClassifier.__init__).parameters[name].default
+    return type(value) is type(default) and value == default
 
 
 class DANNClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, TransformerMixin, BaseEstimator):
@@ -100,7 +132,8 @@ class DANNClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Transform
         for "adda"); unknown names raise ValueError.
     standardize : bool, default=True
         Centre and scale inputs per feature (vectors) or per channel (images) with statistics of
-        source and target together; the default networks train poorly on raw scales.
+        source and target together; the default networks train poorly on raw scales. Replaced by
+        the recipe's normalisation (``recipe``) or the backbone weights' (``network_options``).
     unlabeled_label : scalar or None, default=None
         The value of ``y`` that marks a row of ``X`` as an unlabelled target sample (e.g. -1).
         None: every row of ``X`` is labelled source.
@@ -110,6 +143,22 @@ class DANNClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Transform
         called with ``n_features`` (int) for 2-D ``X`` and the sample shape (tuple) otherwise.
         None: "mlp" (with ``hidden``) for ``(n, n_features)``, the paper's CNN "lenet" for
         ``(n, C, H, W)`` images (H and W multiples of 4).
+    network_options : dict or None, default=None
+        The registered network's own options (``model.<option>`` in ``dann run``), e.g.
+        ``{"weights": "imagenet", "freeze_backbone": True}`` for "resnet50" or ``{"batch_norm": True}``
+        for "lenet"; unknown names raise ValueError. A frozen torchvision backbone's features are
+        computed once per fit and only the heads train, as in ``dann run``. With ``weights`` (and
+        ``standardize=True``) images are normalised as those weights expect instead of by the data's
+        statistics, so ``X`` must hold pixel values 0..255.
+    recipe : str or None, default=None
+        An experiment's recipe, ``"EXPERIMENT:RECIPE"`` or ``"EXPERIMENT"`` (its defaults), e.g.
+        ``"mnist-mnistm:default"`` (``dann recipes`` lists them): its training and method settings,
+        its network and domain heads, and its image normalisation and training augmentation
+        (``mnist-mnistm``: per-image standardisation and random inversion), so a fit matches
+        ``dann run``'s tuned setup. A parameter left at its default takes the recipe's value; one
+        set to anything else wins. With a recipe that normalises images, ``standardize`` is not
+        used, and images are expected as ``dann run`` reads them: ``(n, C, H, W)``, values 0..255.
+        ``mode`` is always this estimator's.
     random_state : int, RandomState instance or None, default=None
         Seeds network initialisation and batch order: an int gives identical refits (it is the
         seed itself, as ``dann run --seed``); torch's global RNG is left as it was.
@@ -157,7 +206,9 @@ class DANNClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Transform
         method_options: Mapping[str, Any] | None = None,
         standardize: bool = True,
         unlabeled_label: Any = None,
-        network: NetworkFactory | None = None,
+        network: str | NetworkFactory | None = None,
+        network_options: Mapping[str, Any] | None = None,
+        recipe: str | None = None,
         random_state: int | np.random.RandomState | None = None,
         verbose: bool = False,
         device: str = "cpu",
@@ -184,6 +235,8 @@ class DANNClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Transform
         self.standardize = standardize
         self.unlabeled_label = unlabeled_label
         self.network = network
+        self.network_options = network_options
+        self.recipe = recipe
         self.random_state = random_state
         self.verbose = verbose
         self.device = device
@@ -213,8 +266,9 @@ class DANNClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Transform
         self : DANNClassifier
         """
         self._check_mode()
-        options = self._method_config()
-        cfg = self._train_config()
+        recipe = self._recipe_config()
+        options = self._method_config(recipe)
+        cfg = self._train_config(recipe)
         X, y = validate_data(self, X, y, allow_nd=True, dtype=np.float32)
         is_target = np.zeros(len(y), dtype=bool) if self.unlabeled_label is None else y.astype(object) == self.unlabeled_label
         source_x, source_y, target_x = X[~is_target], y[~is_target], X[is_target]
@@ -236,15 +290,28 @@ class DANNClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Transform
         if len(encoder.classes_) < 2:
             raise ValueError(f"y has 1 class ({encoder.classes_[0]!r}); a classifier needs at least 2")
 
-        mean, scale = self._fit_standardisation(source_x, target_x)
+        model = self._model(X.shape[1:], recipe)
+        transforms = None
+        if recipe is not None:
+            experiment, recipe_cfg = recipe
+            transforms = experiment.input_transforms(recipe_cfg, torch.from_numpy(source_x), torch.from_numpy(target_x))
+        elif self.standardize and isinstance(model, ModelConfig) and getattr(model.options, "weights", None) is not None:
+            # pretrained backbone weights: the normalisation they were trained with, not the data's
+            transforms = (PixelNormalise(backbone_preprocessing(backbone_arch(model), model.options.weights)), identity)
+        prepare, augment = transforms or (identity, identity)
+        mean, scale = self._fit_standardisation(source_x, target_x, transforms is None)
         source = Split(_standardised(source_x, mean, scale), labels)
-        data = _domain_data(source, _unlabelled(_standardised(target_x, mean, scale)), len(encoder.classes_))
+        data = _domain_data(source, _unlabelled(_standardised(target_x, mean, scale)), len(encoder.classes_), prepare, augment)
         seed = self._seed()
-        if self.batch_size == "auto":
+        if self.batch_size == "auto" and recipe is None:
             cfg.batch_size = min(AUTO_BATCH_SIZE, len(source.x), len(target_x))
+        encode = None
         with torch.random.fork_rng(devices=[]):  # seed our run without touching the caller's torch RNG
-            fitted = fit(data, self.mode, model=self._model(X.shape[1:]), config=options, train_config=cfg, seed=seed)
+            if is_frozen_backbone(model):  # the backbone's features once, then only the heads train
+                data, encode = backbone_features(data, model, seed, resolve_device(cfg.device))
+            fitted = fit(data, self.mode, model=model, config=options, train_config=cfg, seed=seed)
         self.classes_, self.input_shape_, self.input_mean_, self.input_scale_ = encoder.classes_, X.shape[1:], mean, scale
+        self.prepare_, self.backbone_features_ = prepare, encode
         self.method_, self.network_, self.n_iter_ = fitted.method, fitted.method.model, fitted.steps
         self._n_features_out = self._extract(source_x[:1]).shape[1]
         return self
@@ -285,29 +352,61 @@ class DANNClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Transform
             return int(self.random_state)
         return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
 
-    def _method_config(self) -> MethodConfig:
-        """The shared settings, plus ``method_options``: shared keys and the mode's own options, flat."""
-        common = {name: getattr(self, name) for name in ("domain_loss", "label_smoothing", "transfer_weight")}
+    def _recipe_config(self) -> tuple[Experiment, StudyConfig] | None:
+        """The experiment and resolved config ``recipe`` names, or None."""
+        if self.recipe is None:
+            return None
+        if not isinstance(self.recipe, str) or not self.recipe:
+            raise ValueError(f"recipe must be 'EXPERIMENT:RECIPE' or 'EXPERIMENT', e.g. 'mnist-mnistm:default', got {self.recipe!r}")
+        from dann.experiments import get_experiment, resolve_config  # noqa: PLC0415  (plots and all: only when asked)
+
+        name, _, recipe = self.recipe.partition(":")
+        experiment = get_experiment(name)
+        return experiment, resolve_config(experiment, {"recipe": recipe or "default"})
+
+    def _setting(self, name: str, recipe_value: Any, recipe: tuple[Experiment, StudyConfig] | None) -> Any:
+        """This estimator's parameter ``name``, or the recipe's value where the parameter is left at its default."""
+        value = getattr(self, name)
+        if recipe is None or not _is_default(name, value):
+            return value
+        return recipe_value
+
+    def _method_config(self, recipe: tuple[Experiment, StudyConfig] | None = None) -> MethodConfig:
+        """The recipe's method section (if any), the shared settings, then ``method_options``: shared keys and the mode's own options, flat."""
+        shared = {f.name for f in dataclasses.fields(MethodConfig) if not f.metadata.get("extra_keys")}
+        base: dict[str, Any] = {}
+        base_own: dict[str, Any] = {}
+        if recipe is not None:
+            section = recipe[1].method
+            base = {name: getattr(section, name) for name in shared}
+            base_own = to_dict(section.per_method.get(self.mode, {}))
+        common = {
+            name: self._setting(name, getattr(recipe[1].method, name) if recipe else None, recipe)
+            for name in ("domain_loss", "label_smoothing", "transfer_weight")
+        }
         extra = dict(self.method_options or {})
         both = sorted(set(common) & set(extra))
         if both:
             raise ValueError(f"{both[0]} is a parameter of its own; do not repeat it in method_options")
         options_cls = get_method(self.mode).options_cls
         own = {f.name for f in dataclasses.fields(options_cls)} if options_cls is not None else set()
-        config = from_dict(MethodConfig, {**common, **{k: v for k, v in extra.items() if k not in own}})
+        config = from_dict(MethodConfig, {**base, **common, **{k: v for k, v in extra.items() if k not in own}})
         if config.per_method:
             raise ValueError(f"unknown method option {sorted(config.per_method)[0]!r} for mode {self.mode!r}")
-        if own & set(extra):
-            config.per_method = {self.mode: {k: v for k, v in extra.items() if k in own}}
+        mode_options = {**base_own, **{k: v for k, v in extra.items() if k in own}}
+        if mode_options:
+            config.per_method = {self.mode: mode_options}
         return resolve_method_options(config, [self.mode])
 
-    def _train_config(self) -> TrainConfig:
-        """The estimator's training parameters as a checked TrainConfig ("auto" batch size: set once the data is seen)."""
-        names = ("steps", "optimizer", "lr", "momentum", "weight_decay")
-        names += ("lr_schedule", "lambda_schedule", "lambda_max", "gamma", "ema_decay")
-        if self.batch_size != "auto":
-            names += ("batch_size",)
-        return from_dict(TrainConfig, {**{name: getattr(self, name) for name in names}, "progress_bar": self.verbose, "device": self.device})
+    def _train_config(self, recipe: tuple[Experiment, StudyConfig] | None = None) -> TrainConfig:
+        """The training parameters (the recipe's where left at their defaults) as a checked TrainConfig.
+
+        An "auto" batch size is set once the data is seen.
+        """
+        values = {name: self._setting(name, getattr(recipe[1].train, name) if recipe else None, recipe) for name in TRAIN_PARAMETERS}
+        if values["batch_size"] == "auto":
+            del values["batch_size"]
+        return from_dict(TrainConfig, {**values, "progress_bar": self.verbose, "device": self.device})
 
     def _check_target(self, X_target: Any, sample_shape: tuple[int, ...]) -> np.ndarray:
         X_target = check_array(X_target, allow_nd=True, dtype=np.float32, input_name="X_target")
@@ -317,10 +416,10 @@ class DANNClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Transform
             raise ValueError(f"X_target has {X_target.shape[1]} features, but X has {sample_shape[0]} features")
         raise ValueError(f"X_target has samples of shape {X_target.shape[1:]}, but X has {sample_shape}")
 
-    def _fit_standardisation(self, source_x: np.ndarray, target_x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _fit_standardisation(self, source_x: np.ndarray, target_x: np.ndarray, standardize: bool) -> tuple[np.ndarray, np.ndarray]:
         """Mean and scale over both domains, per feature (axis 1), pooled over any further axes."""
         shape = (1, source_x.shape[1], *[1] * (source_x.ndim - 2))
-        if not self.standardize:
+        if not (standardize and self.standardize):
             return np.zeros(shape, np.float32), np.ones(shape, np.float32)
         both = np.concatenate([source_x, target_x])
         axes = (0, *range(2, both.ndim))
@@ -328,9 +427,14 @@ class DANNClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Transform
         std[std < 10 * np.finfo(np.float64).eps] = 1.0  # constant feature: centre it, do not blow it up
         return mean.reshape(shape).astype(np.float32), std.reshape(shape).astype(np.float32)
 
-    def _model(self, shape: tuple[int, ...]) -> ModelConfig | Callable[[NetworkRequest], DomainAdversarialNet]:
-        """A registered network with this estimator's sizes, or the user's ``network`` callable."""
+    def _model(
+        self, shape: tuple[int, ...], recipe: tuple[Experiment, StudyConfig] | None = None
+    ) -> ModelConfig | Callable[[NetworkRequest], DomainAdversarialNet]:
+        """A registered network with this estimator's sizes and options (the recipe's where left at
+        their defaults), or the user's ``network`` callable."""
         if callable(self.network):
+            if self.network_options is not None:
+                raise ValueError("network_options are the options of a registered network; a network callable takes none")
             def build(request: NetworkRequest) -> DomainAdversarialNet:
                 network = self.network(shape[0] if len(shape) == 1 else shape, request.n_classes, request.n_domain_outputs)
                 if not isinstance(network, DomainAdversarialNet):
@@ -338,9 +442,20 @@ class DANNClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Transform
                 return network
 
             return build
-        name = self.network or ("mlp" if len(shape) == 1 else "lenet")
-        options = {"hidden": list(self.hidden)} if name == "mlp" else {}
-        return ModelConfig(name, list(self.domain_hidden), list(self.deep_domain_hidden), options=options)
+        section = recipe[1].model if recipe is not None else None
+        name = self.network or (section.network if section is not None else "mlp" if len(shape) == 1 else "lenet")
+        options = to_dict(section.options) if section is not None and section.network == name else {}
+        extra = dict(self.network_options or {})
+        if name == "mlp":
+            if "hidden" in extra:
+                raise ValueError("hidden is a parameter of its own; do not repeat it in network_options")
+            options["hidden"] = list(self._setting("hidden", options.get("hidden"), recipe if "hidden" in options else None))
+        heads = {
+            key: list(self._setting(key, getattr(section, key) if section else None, recipe))
+            for key in ("domain_hidden", "deep_domain_hidden")
+        }
+        layout = {"init": section.init, "channels_last": section.channels_last} if section is not None else {}
+        return ModelConfig(name, **heads, **layout, options={**options, **extra})  # a ConfigError is a ValueError
 
     def _features(self, X: Any) -> torch.Tensor:
         check_is_fitted(self)
@@ -351,7 +466,10 @@ class DANNClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Transform
 
     def _extract(self, X: np.ndarray) -> torch.Tensor:
         """Features of validated ``X`` through the shared evaluation code (eval mode, no grad, in chunks)."""
-        return extract_features(self.method_, _standardised(X, self.input_mean_, self.input_scale_), identity, "target")
+        x, prepare = _standardised(X, self.input_mean_, self.input_scale_), self.prepare_
+        if self.backbone_features_ is not None:  # the frozen backbone, then the heads
+            x, prepare = self.backbone_features_(x), identity
+        return extract_features(self.method_, x, prepare, "target")
 
     @torch.no_grad()
     def _logits(self, X: Any) -> torch.Tensor:

@@ -84,3 +84,16 @@ class Compose:
         for transform in self.transforms:
             x = transform(x)
         return x
+
+
+class RandomFlip:
+    """Mirror each image left-right with probability ``p`` (for photos; not for digits or text)."""
+
+    def __init__(self, p: float = 0.5) -> None:
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"flip probability must be in [0, 1], got {p}")
+        self.p = p
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        flip = (torch.rand(len(x), device=x.device) < self.p).view(-1, *([1] * (x.dim() - 1)))
+        return torch.where(flip, x.flip(-1), x)

@@ -51,7 +51,8 @@ class DomainData:
     per batch so the full data set stays compact in memory. ``augment`` randomly transforms a
     prepared *training* batch (every training domain alike); evaluation never sees it. Target
     labels, where they exist, are kept for evaluation (and the ``target_only`` upper bound);
-    the adaptation methods never read them. The source splits must be labelled.
+    the adaptation methods never read them. The source splits must be labelled; each target
+    split may or may not be.
     """
 
     source_train: Split
@@ -83,12 +84,15 @@ class DomainData:
         for name in ("source_train", "source_test"):
             if not self.splits()[name].labelled:
                 raise DataError(f"{name}: the source must be labelled")
-        if self.target_train.labelled != self.target_test.labelled:
-            raise DataError("target_train and target_test must both have labels or both have none")
 
     @property
     def target_labelled(self) -> bool:
-        """Whether target labels exist (for evaluation and the oracle only)."""
+        """Whether target test labels exist, so target accuracy can be measured.
+
+        The training target may be unlabelled while its test split is labelled (the usual case:
+        a labelled test set beside unlabelled training images); only the ``target_only`` oracle
+        needs ``target_train.y``.
+        """
         return self.target_test.labelled
 
     @property

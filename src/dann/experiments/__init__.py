@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dann.experiments import blobs, mnist_mnistm  # noqa: F401  (registers the built-ins)
+from dann.experiments import blobs, folders, mnist_mnistm, table  # noqa: F401  (registers the built-ins)
 from dann.experiments.base import EXPERIMENTS, Experiment, StudyConfig, get_experiment, register_experiment
 from dann.experiments.configure import resolve_config
 

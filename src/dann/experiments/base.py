@@ -9,6 +9,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import torch
+
 from dann.config import load_yaml
 from dann.data.domains import DomainData, hold_out
 from dann.errors import ConfigError
@@ -17,6 +19,9 @@ from dann.models.registry import ModelConfig
 from dann.registry import Registry
 from dann.select import get_validator
 from dann.train.loop import TrainConfig
+
+#: a batch -> batch function: a ``DomainData.prepare`` or ``augment``
+Transform = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -99,6 +104,13 @@ class Experiment(ABC):
     @abstractmethod
     def plot_data(self, data: DomainData, plots_dir: Path) -> None:
         """A picture of the inputs of every domain."""
+
+    def input_transforms(self, cfg: Any, source_x: torch.Tensor, target_x: torch.Tensor) -> tuple[Transform, Transform] | None:
+        """``(prepare, augment)`` as this experiment builds them under ``cfg`` for images like
+        ``source_x`` and ``target_x`` (``(N, C, H, W)``, pixel values 0..255), so another route (the
+        scikit-learn estimator's ``recipe``) can feed a network exactly as ``dann run`` does; None
+        when the experiment has none to share."""
+        return None
 
     def recipes(self) -> dict[str, Path]:
         """Named recipes: ``dann/recipes/<experiment>/<name>.yaml`` shipped with dann (``default`` is the experiment's defaults)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -11,6 +12,7 @@ import torch
 
 from dann.data.augment import Compose, RandomChannelJitter, RandomInvert, RandomTranslate
 from dann.data.domains import DomainData, ExtraDomain, Split, identity
+from dann.data.folders import write_example_folders
 from dann.data.mnist import load_mnist
 from dann.data.mnistm import load_mnistm
 from dann.errors import ConfigError
@@ -131,11 +133,17 @@ def channel_mean(*images: torch.Tensor) -> torch.Tensor:
     return total / count
 
 
-def _split(images: np.ndarray, labels: np.ndarray, limit: int, rng: np.random.Generator) -> Split:
-    """uint8 NCHW images (grey MNIST replicated to 3 channels, without copying), a random subset."""
+def subset(images: np.ndarray, labels: np.ndarray, limit: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A random subset of ``limit`` images, in their order (all of them when ``limit`` is 0 or not smaller)."""
     if 0 < limit < len(images):
         keep = np.sort(rng.choice(len(images), limit, replace=False))
         images, labels = images[keep], labels[keep]
+    return images, labels
+
+
+def _split(images: np.ndarray, labels: np.ndarray, limit: int, rng: np.random.Generator) -> Split:
+    """uint8 NCHW images (grey MNIST replicated to 3 channels, without copying), a random subset."""
+    images, labels = subset(images, labels, limit, rng)
     x = torch.from_numpy(np.ascontiguousarray(images))
     x = x.unsqueeze(1).expand(-1, 3, -1, -1) if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()
     return Split(x, torch.from_numpy(labels))
@@ -170,14 +178,21 @@ class MnistToMnistM(Experiment):
             (digits, labels), (coloured, _) = raw["source_train"], raw["target_train"]
             between = blend(digits, coloured, cfg.data.intermediate)
             extra.append(ExtraDomain("intermediate", _split(between, labels, cfg.data.train_limit, rng)))
+        prepare, augment = self.input_transforms(cfg, splits["source_train"].x, splits["target_train"].x)
+        return DomainData(**splits, n_classes=10, prepare=prepare, augment=augment, extra_domains=extra)
+
+    def input_transforms(
+        self, cfg: MnistStudyConfig, source_x: torch.Tensor, target_x: torch.Tensor
+    ) -> tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]:
+        """``data.normalise`` (channel_mean from the training images of both domains) and ``data.augment``."""
         if cfg.data.normalise == "per_image":
             prepare = PerImage(cfg.model.channels_last)
         elif cfg.data.normalise == "polarity":
             prepare = ChannelPolarity(cfg.model.channels_last)
         else:
-            prepare = ChannelMean(channel_mean(splits["source_train"].x, splits["target_train"].x), cfg.model.channels_last)
+            prepare = ChannelMean(channel_mean(source_x, target_x), cfg.model.channels_last)
         augment = {"none": identity, "invert": RandomInvert(0.5), "colour": Compose(RandomTranslate(2), RandomChannelJitter())}
-        return DomainData(**splits, n_classes=10, prepare=prepare, augment=augment[cfg.data.augment], extra_domains=extra)
+        return prepare, augment[cfg.data.augment]
 
     def plot_data(self, data: DomainData, plots_dir: Path) -> None:
         n = 12
@@ -187,3 +202,21 @@ class MnistToMnistM(Experiment):
         ]
         rows += [(f"{d.name} (unlabelled)", d.train.x[:n].permute(0, 2, 3, 1).numpy()) for d in data.extra_domains]
         image_grid(rows, plots_dir / "samples.png")
+
+
+def write_mnist_folders(
+    out_dir: str | Path, data_dir: str | None = None, train_limit: int = 0, test_limit: int = 0, seed: int = 0, mnistm_seed: int = 0
+) -> dict[str, Path]:
+    """MNIST -> MNIST-M as the image folders a user would bring (:func:`~dann.data.folders.write_example_folders`):
+    ``source/<digit>/`` (MNIST train), ``target/`` (MNIST-M train, unlabelled) and ``target_test/<digit>/``
+    (MNIST-M test), with the very images ``dann run mnist-mnistm`` trains on for the same limits and
+    seed, so ``dann run folders`` on them can be checked against it.
+    """
+    rng = np.random.default_rng(seed)
+    chosen = {}
+    for split, most in (("train", train_limit), ("test", test_limit)):  # the order load_data draws in
+        chosen[f"source_{split}"] = subset(*load_mnist(split, data_dir), most, rng)
+        chosen[f"target_{split}"] = subset(*load_mnistm(split, data_dir, seed=mnistm_seed), most, rng)
+    return write_example_folders(
+        out_dir, *chosen["source_train"], *chosen["target_train"], *chosen["target_test"], [str(d) for d in range(10)]
+    )

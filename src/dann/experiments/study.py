@@ -21,10 +21,12 @@ from dann.experiments.rundir import config_fingerprint, load_result, save_result
 from dann.experiments.workers import run_in_processes
 from dann.fit import fit
 from dann.methods import Method
+from dann.models.frozen import backbone_features, is_frozen_backbone
 from dann.plots.figures import scatter_domains, training_curves
 from dann.report import write_report
 from dann.runfiles import atomic_write_json, make_dirs
 from dann.train import distributed
+from dann.train.device import resolve_device
 from dann.train.metrics_log import MetricsLog, read_metrics
 
 COLUMNS = ("source_acc", "target_acc", "target_im", "domain_acc")
@@ -84,6 +86,7 @@ def run_study(
         data = experiment.data(cfg, data_dir)
         if group.is_main:
             experiment.plot_data(data, plots_dir)
+        data = model_inputs(data, cfg)
         for name in pending:
             finished[name] = train_mode(experiment, cfg, data, name, out_dir)
 
@@ -95,6 +98,15 @@ def run_study(
     atomic_write_json(out_dir / "summary.json", summary)
     write_report(out_dir)  # report.html, rebuilt from the files above (so also after a resume)
     return summary
+
+
+def model_inputs(data: DomainData, cfg: StudyConfig) -> DomainData:
+    """What every mode's network trains on: the data itself, or, when ``cfg.model`` freezes a
+    torchvision backbone, that backbone's features of every image, computed once for all modes."""
+    if not is_frozen_backbone(cfg.model):
+        return data
+    device = resolve_device(cfg.train.device, distributed.current().world_size)
+    return backbone_features(data, cfg.model, cfg.seed, device)[0]
 
 
 def data_has_target_labels(results: Mapping[str, Mapping[str, float]]) -> bool:
@@ -150,7 +162,7 @@ def _load_study(
     experiment_name: str, cfg: StudyConfig, data_dir: str | None, out_dir: Path
 ) -> tuple[Experiment, StudyConfig, DomainData, Path]:
     experiment = get_experiment(experiment_name)
-    return experiment, cfg, experiment.data(cfg, data_dir), out_dir
+    return experiment, cfg, model_inputs(experiment.data(cfg, data_dir), cfg), out_dir
 
 
 def _train_mode_in_worker(context: tuple[Experiment, StudyConfig, DomainData, Path], name: str, line: int) -> dict[str, float]:

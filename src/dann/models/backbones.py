@@ -109,6 +109,7 @@ def torchvision_network(
     weights: str | None = None,
     freeze_backbone: bool = False,
     domain_dropout: float = 0.0,
+    backbone_lr_scale: float = 0.1,
 ) -> DomainAdversarialNet:
     """A DANN on any torchvision classification model (``torchvision.models.list_models()``).
 
@@ -124,6 +125,8 @@ def torchvision_network(
             cache, never downloaded), a torchvision weights name such as ``"IMAGENET1K_V2"``, or
             the path of a state-dict file for this model.
         freeze_backbone: backbone parameters get no gradient and its BatchNorm statistics stay fixed.
+        backbone_lr_scale: the backbone's learning rate as a multiple of the rest's (see
+            :func:`dann.models.network.lr_scaled_groups`).
 
     The returned network's ``backbone`` attribute is the :class:`Backbone`; its
     ``preprocessing`` is what :func:`backbone_preprocessing` returns.
@@ -146,6 +149,7 @@ def torchvision_network(
         nn.Linear(n_features, n_classes),
         mlp([n_features, *domain_hidden, n_domain_outputs], dropout=domain_dropout),
         backbone=backbone,
+        backbone_lr_scale=backbone_lr_scale,
     )
 
 

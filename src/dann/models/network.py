@@ -20,10 +20,10 @@ class DomainAdversarialNet(nn.Module):
           (``D = 1`` for a binary cross-entropy domain loss, else one output per domain)
 
     ``backbone`` (optional) names a pretrained part of the feature extractor, so a training loop
-    can give it a smaller learning rate than the freshly initialised rest (see
-    :func:`lr_scaled_groups`). It must be a submodule of ``feature_extractor``; the network keeps
-    only its path, so ``state_dict`` keys do not change and copies (EMA teacher, averaged model)
-    find their own backbone.
+    can give it a smaller learning rate than the freshly initialised rest: ``backbone_lr_scale``
+    times the rest's (see :func:`lr_scaled_groups`). It must be a submodule of
+    ``feature_extractor``; the network keeps only its path, so ``state_dict`` keys do not change
+    and copies (EMA teacher, averaged model) find their own backbone.
     """
 
     def __init__(
@@ -33,8 +33,12 @@ class DomainAdversarialNet(nn.Module):
         domain_classifier: nn.Module,
         *,
         backbone: nn.Module | None = None,
+        backbone_lr_scale: float = 0.1,
     ) -> None:
         super().__init__()
+        if not 0.0 <= backbone_lr_scale < float("inf"):
+            raise ConfigError(f"backbone_lr_scale must be 0 or more, got {backbone_lr_scale}")
+        self.backbone_lr_scale = backbone_lr_scale
         self.feature_extractor = feature_extractor
         self.label_predictor = label_predictor
         self.domain_classifier = domain_classifier
@@ -71,15 +75,19 @@ class DomainAdversarialNet(nn.Module):
 
 
 def lr_scaled_groups(
-    params: list[nn.Parameter], model: DomainAdversarialNet, backbone_lr_scale: float = 0.1
+    params: list[nn.Parameter], model: DomainAdversarialNet, backbone_lr_scale: float | None = None
 ) -> list[dict]:
     """Optimiser parameter groups: ``params`` split into the model's backbone and everything else.
 
     Returns ``[{"params": rest, "lr_scale": 1.0}, {"params": in_backbone, "lr_scale": backbone_lr_scale}]``
-    (a group only when it has parameters). The field's convention for a pretrained backbone is
-    0.1x the heads' learning rate; a loop applies it as ``group["lr"] = lr * group["lr_scale"]``.
-    ``params`` may hold parameters outside ``model`` (a method's own), which count as "rest".
+    (a group only when it has parameters), ``backbone_lr_scale`` defaulting to the model's own
+    (the field's convention for a pretrained backbone: 0.1x the heads' learning rate). The loop
+    applies it as ``group["lr"] = lr * group["lr_scale"]``. ``params`` may hold parameters
+    outside ``model`` (a method's own, or a copy of the backbone such as ADDA's target encoder),
+    which count as "rest".
     """
+    if backbone_lr_scale is None:
+        backbone_lr_scale = model.backbone_lr_scale
     backbone = model.backbone
     in_backbone = set() if backbone is None else {id(p) for p in backbone.parameters()}
     groups = [

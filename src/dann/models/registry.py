@@ -16,6 +16,7 @@ from torch import nn
 
 from dann.config import extra_keys, from_dict
 from dann.errors import ConfigError
+from dann.models.backbones import heads_only, torchvision_network
 from dann.models.mnist_cnn import mnist_network
 from dann.models.network import DomainAdversarialNet, mlp_network
 from dann.registry import Registry
@@ -86,16 +87,22 @@ class ModelConfig:
 
 
 def init_weights(model: nn.Module, how: str) -> None:
-    """Re-initialise conv and linear weights (biases to zero) unless ``how`` keeps PyTorch's defaults."""
+    """Re-initialise conv and linear weights (biases to zero) unless ``how`` keeps PyTorch's defaults.
+
+    A network's ``backbone`` (pretrained, or initialised by its own library's scheme) is left alone.
+    """
     if how == "torch":
         return
+    backbone = getattr(model, "backbone", None)
+    skip = set() if backbone is None else {id(m) for m in backbone.modules()}
     for module in model.modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
+        if isinstance(module, (nn.Conv2d, nn.Linear)) and id(module) not in skip:
             if how == "xavier":
                 nn.init.xavier_uniform_(module.weight)
             else:
                 nn.init.kaiming_uniform_(module.weight, a=0.0, nonlinearity="relu")
-            nn.init.zeros_(module.bias)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
 
 
 @dataclass
@@ -130,3 +137,81 @@ def _lenet(request: NetworkRequest, options: LeNetOptions) -> DomainAdversarialN
         list(request.domain_hidden), request.n_domain_outputs, in_channels=shape[0], n_classes=request.n_classes,
         batch_norm=options.batch_norm, image_size=shape[1:],
     )
+
+
+@dataclass
+class BackboneOptions:
+    """The options of a network on a torchvision backbone (``model.<option>``); see :func:`torchvision_network`."""
+
+    # null: random initialisation; imagenet: torchvision's default ImageNet weights, read from
+    # torch.hub's cache (never downloaded); a torchvision weights name (IMAGENET1K_V2); or a state-dict file
+    weights: str | None = None
+    bottleneck: int | None = 256  # Linear + BatchNorm1d + ReLU after the backbone (null: none)
+    # a fixed backbone: its features are computed once (dann.models.frozen) and only the heads train
+    freeze_backbone: bool = False
+    backbone_lr_scale: float = 0.1  # the backbone's learning rate as a multiple of the heads'
+    domain_dropout: float = 0.0  # dropout between the domain classifier's hidden layers
+
+    def __post_init__(self) -> None:
+        if self.bottleneck is not None and self.bottleneck < 1:
+            raise ConfigError(f"model.bottleneck must be at least 1 (or null: none), got {self.bottleneck}")
+        if not 0.0 <= self.backbone_lr_scale < float("inf"):
+            raise ConfigError(f"model.backbone_lr_scale must be 0 or more, got {self.backbone_lr_scale}")
+        if not 0.0 <= self.domain_dropout < 1.0:
+            raise ConfigError(f"model.domain_dropout must be in [0, 1), got {self.domain_dropout}")
+
+
+@dataclass
+class TorchvisionOptions(BackboneOptions):
+    arch: str = ""  # any torchvision classification model: torchvision.models.list_models(module=torchvision.models)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.arch:
+            raise ConfigError("network torchvision needs model.arch, a torchvision classification model such as convnext_tiny")
+
+
+def backbone_arch(model: ModelConfig) -> str | None:
+    """The torchvision model behind ``model``'s network (``model.arch``, else the network's name), or
+    None when its network has no torchvision backbone (its options are not :class:`BackboneOptions`)."""
+    if not isinstance(model.options, BackboneOptions):
+        return None
+    return getattr(model.options, "arch", "") or model.network
+
+
+def backbone_network(arch: str, request: NetworkRequest, options: BackboneOptions) -> DomainAdversarialNet:
+    """:func:`torchvision_network` ``arch`` for ``request``: on RGB images, or, with a frozen backbone,
+    on its cached features ``(n, F)`` (:func:`heads_only`, initialised exactly as on images)."""
+    shape = request.input_shape
+    common = {
+        "n_classes": request.n_classes, "n_domain_outputs": request.n_domain_outputs,
+        "domain_hidden": list(request.domain_hidden), "bottleneck": options.bottleneck, "domain_dropout": options.domain_dropout,
+    }
+    if len(shape) == 1 and options.freeze_backbone:
+        # The same random draws as the network on images (weights only overwrite the backbone's
+        # initialisation), so the heads start where they would; the backbone itself is dropped.
+        network = torchvision_network(arch, freeze_backbone=True, **common)
+        if network.backbone.n_features != shape[0]:
+            raise ConfigError(f"cached features have {shape[0]} values per sample, but {arch}'s backbone gives {network.backbone.n_features}")
+        return heads_only(network)
+    if len(shape) != 3 or shape[0] != 3:
+        raise ConfigError(f"network {arch} takes RGB images (n, 3, H, W); the data's samples have shape {shape} (set data.channels=3)")
+    return torchvision_network(
+        arch, weights=options.weights, freeze_backbone=options.freeze_backbone, backbone_lr_scale=options.backbone_lr_scale, **common
+    )
+
+
+def _register_backbone(name: str, options: type[BackboneOptions], description: str) -> None:
+    @register_network(name, options, description)
+    def _build(request: NetworkRequest, opts: BackboneOptions) -> DomainAdversarialNet:
+        return backbone_network(getattr(opts, "arch", "") or name, request, opts)
+
+
+for _depth in (18, 34, 50):
+    _register_backbone(
+        f"resnet{_depth}", BackboneOptions,
+        f"torchvision ResNet-{_depth} backbone + bottleneck for RGB images (n, 3, H, W); model.weights, model.freeze_backbone",
+    )
+_register_backbone(
+    "torchvision", TorchvisionOptions, "any torchvision classification model (model.arch) as backbone, as the resnets"
+)
