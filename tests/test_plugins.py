@@ -73,7 +73,7 @@ def test_plugin_method_and_network_through_fit_on_unlabelled_target(toy):
 def test_an_oracle_on_an_unlabelled_target_is_refused(toy):
     blobs = make_blobs_domains(BlobsConfig(train_per_class=10, test_per_class=10))
     data = dann.DomainData(blobs.source_train, blobs.source_test, dann.Split(blobs.target_train.x), dann.Split(blobs.target_test.x), 3)
-    with pytest.raises(ConfigError, match="target_only is an oracle that trains on target labels, but this target has none"):
+    with pytest.raises(ConfigError, match="target_only is an oracle that trains on target labels, but the training target has none"):
         dann.fit(data, "target_only", train_config=dann.TrainConfig(steps=2))
 
 

@@ -63,7 +63,7 @@ def test_arrays_unlabelled_target_and_standardisation(tmp_path):
     pooled = torch.cat([both.source_train.x, both.target_train.x])
     np.testing.assert_allclose(pooled.mean(0).numpy(), 0, atol=1e-5)
     code, out = run(tmp_path, f"--set=data.source={tmp_path / 'source.npz'}", f"--set=data.target={tmp_path / 'target.npy'}",
-                    "--set=train.steps=20", "--set=modes=[dann]")
+                    "--set=train.steps=20", "--set=train.batch_size=16", "--set=modes=[dann]")
     assert code == 0
     assert "target_acc" not in json.loads((out / "summary.json").read_text())["results"]["dann"]
 
@@ -117,5 +117,5 @@ def test_bad_tables_are_one_line_exit_2_and_leave_no_run_directory(tmp_path, cap
 def test_impute_mean_fills_gaps(tmp_path, capsys, tables):
     files = bad_files(tmp_path, tables)
     code, _ = run(tmp_path, f"--set=data.source={files['gaps']}", f"--set=data.target={files['target']}", "--set=data.label=label",
-                  "--set=data.impute=mean", "--set=train.steps=5", "--set=modes=[source_only]")
+                  "--set=data.impute=mean", "--set=train.steps=5", "--set=train.batch_size=8", "--set=modes=[source_only]")
     assert code == 0 and "filled 1 missing value(s)" in capsys.readouterr().err
