@@ -343,23 +343,6 @@ def configure_logging() -> None:
     logger.setLevel(logging.INFO)
 
 
-def discard_unstarted_run(out: Path, created: bool) -> None:
-    """After a failure before any checkpoint (bad data, a bad network option), remove what the run
-    wrote, so no half-made run directory is left for ``--resume`` to misread: the directory itself
-    when this run created it, else its contents (it was empty when the run began)."""
-    checkpoints = out / "checkpoints"
-    if not out.is_dir() or (checkpoints.is_dir() and any(checkpoints.iterdir())):
-        return
-    if created:
-        shutil.rmtree(out, ignore_errors=True)
-        return
-    for entry in out.iterdir():
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
     args = build_parser().parse_args(argv)

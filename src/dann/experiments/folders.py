@@ -10,7 +10,7 @@ decoded once into uint8 memory (for data sets that fit in memory).
 
 from __future__ import annotations
 
-import sys
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +34,8 @@ from dann.plots.figures import image_grid
 from dann.train.loop import TrainConfig
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -161,10 +163,6 @@ def _describe(domain: str, listings: dict[str, tuple[ImageListing, np.ndarray | 
     return f"{domain} {listing.origin}: {len(train)} training images ({labels}), {held}"
 
 
-def _note(text: str) -> None:
-    print(f"dann: {text}", file=sys.stderr)
-
-
 @register_experiment("folders")
 class Folders(Experiment):
     description = "your image folders: --set data.source=DIR (class subfolders) --set data.target=DIR (unlabelled)"
@@ -188,9 +186,9 @@ class Folders(Experiment):
                 loaded[name] = read_listing(_subset(listing, indices), size, cfg.data.skip_bad_images, channels)
         splits = _common_layout(loaded)
         for domain in ("source", "target"):
-            _note(_describe(domain, listings, loaded))
+            log.info(_describe(domain, listings, loaded))
         for note in dict.fromkeys(note for domain in loaded.values() for note in domain.notes):
-            _note(f"note: {note}")
+            log.info(f"note: {note}")
         prepare, augment = input_transforms(cfg, tuple(splits["source_train"].x.shape[2:]))
         return DomainData(**splits, n_classes=len(listings["source_train"][0].classes), prepare=prepare, augment=augment)
 

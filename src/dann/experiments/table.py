@@ -15,7 +15,7 @@ shift or rescaling of the target's columns before training (unsupervised: no tar
 
 from __future__ import annotations
 
-import sys
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -35,6 +35,8 @@ from dann.plots.figures import scatter_domains
 from dann.train.loop import TrainConfig
 
 ARRAY_SUFFIXES = (".npz", ".npy")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -106,10 +108,6 @@ def read_domains(data: TableDataConfig) -> dict[str, LoadedDomain]:
     return domains
 
 
-def _note(text: str) -> None:
-    print(f"dann: {text}", file=sys.stderr)
-
-
 @register_experiment("table")
 class Table(Experiment):
     description = "your tables: --set data.source=src.csv --set data.target=tgt.csv --set data.label=COLUMN (or .npz)"
@@ -139,9 +137,9 @@ class Table(Experiment):
             train = splits[f"{name}_train"]
             labels = "labelled" if train.labelled else "unlabelled"
             held = "evaluated on its training rows" if chosen[f"{name}_test"][1] is None else f"{len(splits[f'{name}_test'])} test rows"
-            _note(f"{name} {domains[name].origin}: {len(train)} training rows ({labels}), {held}")
+            log.info(f"{name} {domains[name].origin}: {len(train)} training rows ({labels}), {held}")
         for note in dict.fromkeys(note for domain in domains.values() for note in domain.notes):
-            _note(f"note: {note}")
+            log.info(f"note: {note}")
         _standardise(splits, cfg.data.standardise)
         return DomainData(**splits, n_classes=len(domains["source"].classes))
 
