@@ -26,7 +26,7 @@ from dann.data.holdout import holdout_split, limit
 from dann.data.loaded import LoadedDomain, check_source
 from dann.errors import ConfigError, DataError
 from dann.experiments.base import Experiment, StudyConfig, register_experiment
-from dann.experiments.mnist_mnistm import PerImage
+from dann.experiments.mnist_mnistm import PerImage, tuned_training
 from dann.methods import MethodConfig
 from dann.models.backbones import Preprocessing, backbone_preprocessing
 from dann.models.registry import ModelConfig, backbone_arch
@@ -83,12 +83,7 @@ class FoldersStudyConfig(StudyConfig):
         default_factory=lambda: ModelConfig(network="lenet", domain_hidden=[100], deep_domain_hidden=[1024, 1024])
     )
     # the settings tuned on MNIST -> MNIST-M (Adam, beta1 0.5, a moving average of the weights)
-    train: TrainConfig = field(
-        default_factory=lambda: TrainConfig(
-            steps=2000, batch_size=64, optimizer="adam", lr=0.001, momentum=0.5, ema_decay=0.995,
-            eval_every=500, log_every=50, progress_bar=True,
-        )
-    )
+    train: TrainConfig = field(default_factory=lambda: tuned_training(batch_size=64))
     method: MethodConfig = field(default_factory=lambda: MethodConfig(label_smoothing=0.1))
     probe_samples: int = 2000
 
