@@ -248,7 +248,7 @@ def _run(args: argparse.Namespace) -> int:
         distributed.finish(group)
     if summary is not None:
         print(format_table(summary["results"]))
-        print(f"wrote {run.path}/ (summary.json, config.yaml, run.json, metrics/, plots/, tb/, checkpoints/)")
+        print(f"wrote {run.path}/ (report.html, summary.json, config.yaml, run.json, metrics/, plots/, tb/, checkpoints/)")
     return 0
 
 
