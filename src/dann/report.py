@@ -167,6 +167,7 @@ def render_run(run: Run) -> str:
         "</section>",
         '<section id="label-free"><h2>Label-free scores</h2>',
         _label_free(run.results),
+        _validators(run.results),
         "</section>",
         '<section id="data"><h2>Data</h2>',
         _figure(data_plot, "training inputs of each domain") if data_plot else _missing("plots/data.png or plots/samples.png"),
@@ -281,6 +282,26 @@ def _label_free(results: Mapping[str, Mapping[str, float]]) -> str:
         '<p class="note">These read no target labels, so they may choose between modes on a target without labels. '
         "The star marks the highest target_im: a ranking aid, not an accuracy (a confidently wrong model also scores high). "
         "domain_acc reads only which domain each sample came from; lower means better aligned features.</p>"
+    )
+
+
+def _validators(results: Mapping[str, Mapping[str, Any]]) -> str:
+    """Each mode's label-free validator scores on the held-out splits, and the checkpoint a validator chose."""
+    chosen = {mode: r["selection"] for mode, r in results.items() if isinstance(r.get("selection"), Mapping)}
+    names = sorted({k for s in chosen.values() for k in s.get("scores", {})})
+    if not names:
+        return ""
+    head = '<th class="name">mode</th><th>chosen by</th><th>step</th>' + "".join(f"<th>{_e(k)}</th>" for k in names)
+    rows = "".join(
+        f'<tr><td class="name">{_e(mode)}</td><td>{_e(s.get("validator") or "-")}</td><td>{_e(s.get("step") or "last")}</td>'
+        + "".join(_number_cell(s["scores"].get(k), 4, "") for k in names) + "</tr>"
+        for mode, s in chosen.items()
+    )
+    return (
+        "<h3>Validators on the held-out splits</h3>"
+        f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+        '<p class="note">Scores of the weights each mode ended with, on the held-out source and target validation '
+        "splits (no target labels). With train.select_by, the validator named chose that step among the checks.</p>"
     )
 
 
