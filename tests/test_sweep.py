@@ -132,8 +132,9 @@ def test_the_same_command_continues_a_sweep(tmp_path):
     assert len(open_study(out).get_trials()) == len(trials)
 
 
-def test_trials_in_parallel_processes(tmp_path):
+def test_grid_trials_in_parallel_processes_are_distinct(tmp_path):
+    grid = {"modes": ["source_only", "dann"], "train.lambda_max": [0.3, 3]}
     out = tmp_path / "sweep"
-    board = run_sweep(Sweep("blobs", "im", SPACE, {"train": {"steps": 50, "eval_every": 25}}, "random"), 4, out, jobs=2)
-    assert len(board["trials"]) == 4
-    assert sorted(r["trial"] for r in board["trials"]) == [0, 1, 2, 3]
+    board = run_sweep(Sweep("blobs", "im", grid, {"train": {"steps": 50, "eval_every": 25}}, "grid"), 10, out, jobs=2)
+    points = {(r["params"]["modes"], r["params"]["train.lambda_max"]) for r in board["trials"]}
+    assert len(board["trials"]) == 4 and len(points) == 4  # the whole grid, no point twice

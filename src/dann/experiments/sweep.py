@@ -10,7 +10,9 @@ search, to print an "oracle target_acc (evaluation only)" column beside each tri
 The Optuna study lives in ``DIR/sweep.db`` (SQLite), so running the same command again
 continues it: finished trials are kept, an interrupted one is run again from its start, and
 the rest are drawn. With ``jobs`` > 1 that many worker processes (one thread each, unless the
-config says ``threads``) draw and run trials against the same database.
+config says ``threads``) draw and run trials against the same database. Samplers: ``tpe``
+(Optuna's default TPE), ``random``, and ``grid``, which runs every combination of the choices
+in order (at most that many trials; ranges are refused).
 
 The search space, a YAML mapping from dotted config keys (as for ``--set``) to one of::
 
@@ -23,6 +25,7 @@ The search space, a YAML mapping from dotted config keys (as for ``--set``) to o
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import shutil
@@ -187,7 +190,8 @@ class Sweep:
             validators = [self.validator]
         elif self.validator not in validators:
             validators = [*validators, self.validator]
-        own = {"jobs": 1, "train": {"select_by": self.validator}, "validation": {"validators": validators}}
+        # one line per trial instead of progress bars, which workers would draw over each other
+        own = {"jobs": 1, "train": {"select_by": self.validator, "progress_bar": False}, "validation": {"validators": validators}}
         cfg = resolve_config(experiment, merge(layer, own))
         cfg.threads = cfg.threads or threads  # 0 (torch's default) would take every core in every worker
         if len(cfg.modes) != 1:
@@ -247,7 +251,7 @@ def run_sweep(
     if (size := sweep.grid_size()) is not None and trials > size:
         print(f"dann sweep: the grid has {size} points; running {size} trials, not {trials}")
         trials = size
-    remaining = trials - len(_finished(_requeue_lost(study)))
+    remaining = trials - len(_finished(_queue(study, sweep)))
     if remaining > 0:
         args = (sweep, out, data_dir, threads)
         slots = [str(i) for i in range(remaining)]
@@ -267,8 +271,9 @@ def run_sweep(
     return board
 
 
-def _requeue_lost(study: optuna.Study) -> optuna.Study:
-    """Run again, with the same values, the trials an interrupted sweep left unfinished."""
+def _queue(study: optuna.Study, sweep: Sweep) -> optuna.Study:
+    """Queue what must run with given values: the trials an interrupted sweep left unfinished, and
+    for a grid every point not yet finished or queued (so parallel workers never draw the same point)."""
     requeued = set(study.user_attrs.get("requeued", []))
     lost = [
         t for t in study.get_trials(deepcopy=False)
@@ -277,10 +282,24 @@ def _requeue_lost(study: optuna.Study) -> optuna.Study:
     for t in lost:
         if t.state == TrialState.RUNNING:  # its process was killed before it could say so
             study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
-        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
     if lost:
         study.set_user_attr("requeued", sorted(requeued | {t.number for t in lost}))
+    if sweep.sampler == "grid":
+        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        taken = {_point(t.params) for t in [*_finished(study), *waiting]}
+        keys = [d.key for d in sweep.dimensions]
+        for values in itertools.product(*(d.optuna_choices() for d in sweep.dimensions)):
+            params = dict(zip(keys, values))
+            if _point(params) not in taken:
+                study.enqueue_trial(params)
+    else:
+        for t in lost:
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
     return study
+
+
+def _point(params: Mapping[str, Any]) -> str:
+    return json.dumps(sorted(params.items()))
 
 
 def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
