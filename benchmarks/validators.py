@@ -149,12 +149,13 @@ class Candidates(Callback):
 class _Worker:
     data_dir: str | None
     quick: bool
+    runs_file: Path | None
     key: str = ""
     data: DomainData | None = None
 
 
-def _setup(data_dir: str | None, quick: bool) -> _Worker:
-    return _Worker(data_dir, quick)
+def _setup(data_dir: str | None, quick: bool, runs_file: Path | None) -> _Worker:
+    return _Worker(data_dir, quick, runs_file)
 
 
 def config_for_run(shift: str, run: dict[str, Any], population: Population):
@@ -181,7 +182,11 @@ def _train(worker: _Worker, item: str, line: int) -> dict[str, Any]:
     candidates = Candidates(worker.data, list(VALIDATORS), cfg.seed, population.eval_every)
     started = time.perf_counter()
     fit(worker.data, run["method"], model=cfg.model, config=cfg.method, train_config=cfg.train, seed=cfg.seed, callbacks=[candidates])
-    return {"shift": shift, **run, "seconds": time.perf_counter() - started, "candidates": candidates.rows}
+    result = {"shift": shift, **run, "seconds": time.perf_counter() - started, "candidates": candidates.rows}
+    if worker.runs_file is not None:  # one line per run, appended at once: an interrupted benchmark keeps it
+        with open(worker.runs_file, "a") as file:
+            file.write(json.dumps({"item": item, "result": result}) + "\n")
+    return result
 
 
 def weighted_spearman(scores: np.ndarray, accuracies: np.ndarray, power: float = 2.0) -> float:
@@ -288,6 +293,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--power", type=float, default=2.0, help="the weights' exponent (default 2)")
     parser.add_argument("--quick", action="store_true", help="a tiny population: a smoke test of the script, not a measurement")
     parser.add_argument("--data-dir", help="where MNIST and BSDS500 live (default: $DANN_DATA, else the user cache)")
+    parser.add_argument("--runs", type=Path, help="JSON lines of finished runs: each run is appended as it ends, and runs already there are not trained again")
     parser.add_argument("--out", type=Path, help="write the markdown table here (e.g. docs/results/validators.md)")
     return parser.parse_args(argv)
 
@@ -305,12 +311,16 @@ def main(argv: list[str] | None = None) -> int:
             population = population_for(shift, args.quick)
             experiment, cfg = config_for_run(shift, population.runs()[0], population)
             experiment.load_data(cfg, args.data_dir)
-        if args.jobs > 1:
-            done = run_in_processes(_setup, (args.data_dir, args.quick), _train, items, args.jobs, 1)
-        else:
+        done = {}
+        if args.runs is not None and args.runs.exists():
+            done = {row["item"]: row["result"] for row in map(json.loads, args.runs.read_text().splitlines()) if row["item"] in items}
+        todo = [item for item in items if item not in done]
+        if args.jobs > 1 and todo:
+            done.update(run_in_processes(_setup, (args.data_dir, args.quick, args.runs), _train, todo, args.jobs, 1))
+        elif todo:
             torch.set_num_threads(1)
-            worker = _setup(args.data_dir, args.quick)
-            done = {item: _train(worker, item, 0) for item in items}
+            worker = _setup(args.data_dir, args.quick, args.runs)
+            done.update({item: _train(worker, item, 0) for item in todo})
     except DannError as err:
         print(f"benchmarks/validators.py: error: {err}", file=sys.stderr)
         return 2
