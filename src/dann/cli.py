@@ -110,7 +110,7 @@ def _add_sweep_parser(commands: argparse._SubParsersAction) -> None:
         "DIR/trials/NNNN/, DIR/leaderboard.json and DIR/best.yaml; the same command again continues the sweep.",
     )
     sweep.add_argument("experiment", help="which experiment (see `dann run --list`)")
-    sweep.add_argument("--space", type=Path, required=True, help="the search space: YAML mapping dotted config keys to choices or ranges")
+    sweep.add_argument("--space", type=Path, required=True, help="YAML: dotted config key -> a list of choices, or {uniform|log_uniform|int: [lo, hi]}")
     sweep.add_argument("--trials", type=int, required=True, help="run until the sweep holds this many finished trials")
     sweep.add_argument("--select-by", required=True, metavar="VALIDATOR", help="the label-free validator that scores and chooses (e.g. im)")
     sweep.add_argument("--sampler", choices=["grid", "random", "tpe"], default="tpe", help="how trials are drawn (default: tpe)")
