@@ -16,7 +16,7 @@ from typing import NoReturn, TextIO
 import yaml
 
 from dann import __version__
-from dann.config import parse_overrides, to_dict
+from dann.config import load_yaml, merge, parse_overrides, to_dict
 from dann.data.mnist import fetch_mnist
 from dann.data.mnistm import build_mnistm
 from dann.errors import DannError
@@ -26,6 +26,7 @@ from dann.experiments.rundir import RunDirectory
 from dann.experiments.study import format_table, run_study
 from dann.methods import METHODS
 from dann.models.registry import NETWORKS
+from dann.runfiles import make_dirs
 from dann.registry import Registry, import_plugins
 from dann.train import distributed
 from dann.train.loop import TrainingInterrupted, signals_handled_by
@@ -83,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a config key, e.g. --set train.steps=500 --set modes=[dann,source_only]",
     )
     run.add_argument("--data-dir", help="where input data lives (default: $DANN_DATA, else the user cache)")
+
+    _add_sweep_parser(commands)
 
     recipes = commands.add_parser("recipes", help="list the named recipes of each experiment")
     recipes.add_argument("experiment", nargs="?", help="only this experiment's")
@@ -176,6 +179,60 @@ def _report(args: argparse.Namespace) -> int:
     else:
         path = write_comparison(args.runs, args.out or Path("comparison.html"))
     print(f"wrote {path}")
+    return 0
+
+
+def _add_sweep_parser(commands: argparse._SubParsersAction) -> None:
+    sweep = commands.add_parser(
+        "sweep",
+        help="search hyper-parameters, choosing by a label-free validator alone",
+        description="Train one single-mode run per trial over a search space (see dann.experiments.sweep for the "
+        "SPACE.yaml format); each trial keeps its best checkpoint by VALIDATOR, scored on held-out data without "
+        "target labels, and that score is the trial's objective. The winner is the top trial by VALIDATOR alone; "
+        "target accuracy, where target labels exist, is printed for evaluation only. Writes DIR/sweep.db, "
+        "DIR/trials/NNNN/, DIR/leaderboard.json and DIR/best.yaml; the same command again continues the sweep.",
+    )
+    sweep.add_argument("experiment", help="which experiment (see `dann run --list`)")
+    sweep.add_argument("--space", type=Path, required=True, help="YAML: dotted config key -> a list of choices, or {uniform|log_uniform|int: [lo, hi]}")
+    sweep.add_argument("--trials", type=int, required=True, help="run until the sweep holds this many finished trials")
+    sweep.add_argument("--select-by", required=True, metavar="VALIDATOR", help="the label-free validator that scores and chooses (e.g. im)")
+    sweep.add_argument("--sampler", choices=["grid", "random", "tpe"], default="tpe", help="how trials are drawn (default: tpe)")
+    sweep.add_argument("--jobs", type=int, default=1, help="trials at once, each in its own one-thread process (default: 1)")
+    sweep.add_argument("--config", type=Path, help="the config every trial starts from (before --set and the space)")
+    sweep.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config key of every trial, e.g. --set train.steps=500",
+    )
+    sweep.add_argument("--out", type=Path, help="sweep directory (default: runs/sweep-EXPERIMENT-TIMESTAMP); an existing sweep there continues")
+    sweep.add_argument("--data-dir", help="where input data lives (default: $DANN_DATA, else the user cache)")
+    sweep.add_argument("--import", dest="plugins", action="append", default=[], metavar="MODULE", help="import MODULE first (repeatable)")
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    try:  # Optuna loads only for sweeps
+        from dann.experiments.sweep import Sweep, format_leaderboard, run_sweep
+    except ModuleNotFoundError as err:
+        if err.name != "optuna":
+            raise
+        raise DannError("dann sweep needs Optuna: pip install 'dann[sweep]'") from None
+
+    import_plugins(args.plugins)
+    experiment = get_experiment(args.experiment)
+    base = merge(load_yaml(args.config) if args.config else {}, parse_overrides(args.overrides))
+    sweep = Sweep(experiment.name, args.select_by, load_yaml(args.space), base, args.sampler)
+    out = args.out or Path("runs") / f"sweep-{experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if not (out / "sweep.db").exists() and out.is_dir() and any(out.iterdir()):
+        raise DannError(f"output directory {out} is not empty and holds no sweep; choose another --out")
+    make_dirs(out)
+    try:
+        board = run_sweep(sweep, args.trials, out, args.jobs, args.data_dir, args.plugins)
+    except TrainingInterrupted as stop:
+        print(f"dann: interrupted by {stop}; the same command continues the sweep in {out}", file=sys.stderr)
+        return 130
+    print(format_leaderboard(board))
+    print(f"wrote {out}/ (leaderboard.json, sweep.db, trials/" + (", best.yaml)" if board["winner"] is not None else ")"))
+    if board["winner"] is not None:
+        print(f"the winner again, with plots: dann run {experiment.name} --config {out}/best.yaml")
     return 0
 
 
@@ -350,7 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # SIGTERM (a scheduler, `kill`) stops dann like Ctrl-C: clean-ups run, temporary files go
         with signals_handled_by(signal.default_int_handler):
             commands = {"data": _data, "run": _run, "recipes": _recipes, "report": _report,
-                        "predict": _predict, "export": _export}
+                        "predict": _predict, "export": _export, "sweep": _sweep}
             return commands[args.command](args)
     except DannError as err:
         print(f"dann: error: {err}", file=sys.stderr)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -30,7 +30,8 @@ class MnistDataConfig:
     train_limit: int = 0  # training images per domain, a seeded random subset (0: all 60,000)
     test_limit: int = 0  # test images per domain (0: all 10,000)
     mnistm_seed: int = 0
-    # > 0: one more unlabelled training domain, MNIST and MNIST-M blended with this weight on MNIST-M
+    # > 0: one more unlabelled training domain, MNIST and MNIST-M blended this fraction of the way
+    # from the source to the target (the weight on MNIST-M in mnist-mnistm, on MNIST in mnistm-mnist)
     intermediate: float = 0.0
     # channel_mean: the paper's (x - training pixel mean) / 255; per_image: each image standardised
     # to mean 0, std 1 over its pixels and channels (NOT the paper's; see the README)
@@ -163,25 +164,32 @@ def blend(digits: np.ndarray, coloured: np.ndarray, weight: float) -> np.ndarray
     return np.rint(mixed).astype(np.uint8)
 
 
+#: the two data sets by name: how each is shown, and how a split of it is read
+TITLES = {"mnist": "MNIST", "mnistm": "MNIST-M"}
+
+
 @register_experiment("mnist-mnistm")
 class MnistToMnistM(Experiment):
     description = "MNIST (source) -> MNIST-M (target), the paper's CNN (needs MNIST + BSDS500 in the data dir)"
     config_cls = MnistStudyConfig
     embedding = "tsne"
     embedding_samples = 1000  # 2 x 1000 points: ~15 s of t-SNE per mode
+    #: the labelled source and the unlabelled target
+    domains: ClassVar[tuple[str, str]] = ("mnist", "mnistm")
 
     def load_data(self, cfg: MnistStudyConfig, data_dir: str | None) -> DomainData:
         rng = np.random.default_rng(cfg.seed)
+        read = {"mnist": lambda split: load_mnist(split, data_dir), "mnistm": lambda split: load_mnistm(split, data_dir, seed=cfg.data.mnistm_seed)}
         splits, raw = {}, {}
         for split, limit in (("train", cfg.data.train_limit), ("test", cfg.data.test_limit)):
-            raw[f"source_{split}"] = load_mnist(split, data_dir)
-            raw[f"target_{split}"] = load_mnistm(split, data_dir, seed=cfg.data.mnistm_seed)
-            splits[f"source_{split}"] = _split(*raw[f"source_{split}"], limit, rng)
-            splits[f"target_{split}"] = _split(*raw[f"target_{split}"], limit, rng)
+            for role, name in zip(("source", "target"), self.domains):
+                raw[f"{name}_{split}"] = read[name](split)
+                splits[f"{role}_{split}"] = _split(*raw[f"{name}_{split}"], limit, rng)
         extra = []
         if cfg.data.intermediate:  # drawn last, so the four main splits do not depend on it
-            (digits, labels), (coloured, _) = raw["source_train"], raw["target_train"]
-            between = blend(digits, coloured, cfg.data.intermediate)
+            (digits, labels), (coloured, _) = raw["mnist_train"], raw["mnistm_train"]
+            weight = cfg.data.intermediate if self.domains[1] == "mnistm" else 1 - cfg.data.intermediate
+            between = blend(digits, coloured, weight)
             extra.append(ExtraDomain("intermediate", _split(between, labels, cfg.data.train_limit, rng)))
         prepare, augment = self.input_transforms(cfg, splits["source_train"].x, splits["target_train"].x)
         return DomainData(**splits, n_classes=10, prepare=prepare, augment=augment, extra_domains=extra)
@@ -201,9 +209,10 @@ class MnistToMnistM(Experiment):
 
     def plot_data(self, data: DomainData, plots_dir: Path) -> None:
         n = 12
+        source, target = (TITLES[name] for name in self.domains)
         rows = [
-            ("MNIST (source)", data.source_train.x[:n, 0].numpy()),
-            ("MNIST-M (target)", data.target_train.x[:n].permute(0, 2, 3, 1).numpy()),
+            (f"{source} (source)", data.source_train.x[:n].permute(0, 2, 3, 1).numpy()),
+            (f"{target} (target)", data.target_train.x[:n].permute(0, 2, 3, 1).numpy()),
         ]
         rows += [(f"{d.name} (unlabelled)", d.train.x[:n].permute(0, 2, 3, 1).numpy()) for d in data.extra_domains]
         image_grid(rows, plots_dir / "samples.png")
@@ -225,3 +234,16 @@ def write_mnist_folders(
     return write_example_folders(
         out_dir, *chosen["source_train"], *chosen["target_train"], *chosen["target_test"], [str(d) for d in range(10)]
     )
+
+
+@register_experiment("mnistm-mnist")
+class MnistMToMnist(MnistToMnistM):
+    """The reverse shift: colour MNIST-M labelled, grey MNIST (replicated to 3 channels) unlabelled.
+
+    Same network, settings and data options as ``mnist-mnistm``; only the roles swap. Useful to
+    see negative transfer: MNIST-M's digits already vary in colour and texture, so a source-only
+    model reads MNIST well and adaptation has little to gain and something to lose.
+    """
+
+    description = "MNIST-M (source) -> MNIST (target): the reverse shift, same CNN and settings"
+    domains = ("mnistm", "mnist")

@@ -45,7 +45,7 @@ def format_table(results: Mapping[str, Mapping[str, float]]) -> str:
 
 def run_study(
     experiment: Experiment, cfg: StudyConfig, out_dir: Path, data_dir: str | None = None, resume: bool = False,
-    plugins: Sequence[str] = (),
+    plugins: Sequence[str] = (), *, data: DomainData | None = None, plots: bool = True,
 ) -> dict[str, Any] | None:
     """Train each mode in ``cfg.modes`` from the same seed; write metrics, plots and summary.
 
@@ -55,13 +55,17 @@ def run_study(
     ``resume`` finished modes are skipped and the interrupted one continues from its checkpoint. With ``cfg.jobs`` > 1, that many modes train at once, each in
     its own process (``plugins`` are imported there too). Under torchrun every rank trains; rank 0
     alone writes and returns the summary (other ranks return None).
+
+    ``data``: the domains already loaded for this ``cfg`` (``experiment.data(cfg, data_dir)``),
+    e.g. by a sweep that trains many configs on the same data; used only with one job.
+    ``plots=False`` skips every figure (a sweep's trials: the winner can be re-run with them).
     """
     group = distributed.current()
     if cfg.jobs > 1 and group.distributed:
         raise ConfigError("jobs > 1 trains modes in parallel processes; under torchrun set jobs=1")
     plots_dir = out_dir / "plots"
     if group.is_main:
-        make_dirs(plots_dir)
+        make_dirs(plots_dir if plots else out_dir)
 
     finished = {}
     if resume:
@@ -77,23 +81,27 @@ def run_study(
         write_provenance(out_dir, cfg.train.device, threads, cfg.jobs, group.world_size, resume)
     if jobs > 1:
         # load (and on first use build and cache) the data once here, before the workers read it
-        experiment.plot_data(experiment.data(cfg, data_dir), plots_dir)
+        loaded = experiment.data(cfg, data_dir)
+        if plots:
+            experiment.plot_data(loaded, plots_dir)
         finished.update(run_in_processes(
-            _load_study, (experiment.name, cfg, data_dir, out_dir), _train_mode_in_worker, pending, jobs, threads, plugins
+            _load_study, (experiment.name, cfg, data_dir, out_dir, plots), _train_mode_in_worker, pending, jobs, threads, plugins
         ))
     else:
         torch.set_num_threads(threads)
-        data = experiment.data(cfg, data_dir)
-        if group.is_main:
+        if data is None:
+            data = experiment.data(cfg, data_dir)
+        if group.is_main and plots:
             experiment.plot_data(data, plots_dir)
         data = model_inputs(data, cfg)
         for name in pending:
-            finished[name] = train_mode(experiment, cfg, data, name, out_dir)
+            finished[name] = train_mode(experiment, cfg, data, name, out_dir, plots=plots)
 
     if not group.is_main:
         return None
     results = {name: finished[name] for name in cfg.modes}
-    training_curves({name: read_metrics(out_dir / "metrics" / f"{name}.jsonl") for name in cfg.modes}, plots_dir / "curves.png")
+    if plots:
+        training_curves({name: read_metrics(out_dir / "metrics" / f"{name}.jsonl") for name in cfg.modes}, plots_dir / "curves.png")
     summary = {"experiment": experiment.name, "seed": cfg.seed, "target_labels": data_has_target_labels(results), "results": results}
     atomic_write_json(out_dir / "summary.json", summary)
     write_report(out_dir)  # report.html, rebuilt from the files above (so also after a resume)
@@ -115,10 +123,11 @@ def data_has_target_labels(results: Mapping[str, Mapping[str, float]]) -> bool:
 
 
 def train_mode(
-    experiment: Experiment, cfg: StudyConfig, data: DomainData, name: str, out_dir: Path, progress_line: int = 0
+    experiment: Experiment, cfg: StudyConfig, data: DomainData, name: str, out_dir: Path, progress_line: int = 0,
+    plots: bool = True,
 ) -> dict[str, float]:
     """Train one mode (continuing from its checkpoint if there is one); on rank 0 score it, plot its
-    features and save its scores to ``results/<name>.json``. Returns the scores ({} off rank 0)."""
+    features (``plots``) and save its scores to ``results/<name>.json``. Returns the scores ({} off rank 0)."""
     metrics_path = out_dir / "metrics" / f"{name}.jsonl"
     with MetricsLog(metrics_path, out_dir / "tb" / name, config={"mode": name, **to_dict(cfg)}) as log:
         fitted = fit(
@@ -137,7 +146,8 @@ def train_mode(
         result["selection"] = fitted.selection
         if data.target_labelled:  # evaluation only: the choice above never read these
             result["oracle"] = oracle_record(read_metrics(metrics_path), fitted.selection["step"])
-    plot_features(experiment, fitted.method, data, name, out_dir / "plots", cfg.seed, experiment.embedding_samples)
+    if plots:
+        plot_features(experiment, fitted.method, data, name, out_dir / "plots", cfg.seed, experiment.embedding_samples)
     save_result(out_dir, name, cfg, result)  # last: a saved result means the mode's outputs are complete
     return result
 
@@ -159,15 +169,15 @@ def oracle_record(rows: Sequence[Mapping[str, Any]], chosen_step: int | None) ->
 
 
 def _load_study(
-    experiment_name: str, cfg: StudyConfig, data_dir: str | None, out_dir: Path
-) -> tuple[Experiment, StudyConfig, DomainData, Path]:
+    experiment_name: str, cfg: StudyConfig, data_dir: str | None, out_dir: Path, plots: bool
+) -> tuple[Experiment, StudyConfig, DomainData, Path, bool]:
     experiment = get_experiment(experiment_name)
-    return experiment, cfg, model_inputs(experiment.data(cfg, data_dir), cfg), out_dir
+    return experiment, cfg, model_inputs(experiment.data(cfg, data_dir), cfg), out_dir, plots
 
 
-def _train_mode_in_worker(context: tuple[Experiment, StudyConfig, DomainData, Path], name: str, line: int) -> dict[str, float]:
-    experiment, cfg, data, out_dir = context
-    return train_mode(experiment, cfg, data, name, out_dir, line)
+def _train_mode_in_worker(context: tuple[Experiment, StudyConfig, DomainData, Path, bool], name: str, line: int) -> dict[str, float]:
+    experiment, cfg, data, out_dir, plots = context
+    return train_mode(experiment, cfg, data, name, out_dir, line, plots)
 
 
 def plot_features(

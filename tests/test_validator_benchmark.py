@@ -1,0 +1,48 @@
+"""The statistics of ``benchmarks/validators.py``: weighted Spearman and regret."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+spec = importlib.util.spec_from_file_location("validator_benchmark", Path(__file__).resolve().parents[1] / "benchmarks" / "validators.py")
+bench = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = bench  # its dataclasses look their module up
+spec.loader.exec_module(bench)
+
+
+def test_weighted_spearman_bounds_and_weights():
+    accuracy = np.array([0.1, 0.2, 0.3, 0.4, 0.5])
+    assert bench.weighted_spearman(accuracy * 3, accuracy) == pytest.approx(1.0)
+    assert bench.weighted_spearman(-accuracy, accuracy) == pytest.approx(-1.0)
+    # a swap at the top costs more than the same swap at the bottom: the top carries the weight
+    top = bench.weighted_spearman(np.array([1, 2, 3, 5, 4.0]), accuracy)
+    bottom = bench.weighted_spearman(np.array([2, 1, 3, 4, 5.0]), accuracy)
+    assert top < bottom < 1
+
+
+def test_weighted_spearman_is_a_weighted_pearson_of_ranks():
+    rng = np.random.default_rng(0)
+    scores, accuracy = rng.normal(size=30), rng.uniform(size=30)
+    s, t = np.argsort(np.argsort(scores)) + 1.0, np.argsort(np.argsort(accuracy)) + 1.0  # no ties: ranks = dense ranks
+    w = np.maximum(s / 30, t / 30) ** 2
+    expected = np.cov(s, t, aweights=w)[0, 1] / np.sqrt(np.cov(s, s, aweights=w)[0, 1] * np.cov(t, t, aweights=w)[0, 1])
+    assert bench.weighted_spearman(scores, accuracy) == pytest.approx(expected)
+
+
+def test_regret_averages_ties_and_counts_non_finite_as_worst():
+    accuracy = np.array([0.5, 0.9, 0.7, 0.8])
+    assert bench.regret(np.array([1.0, 3.0, 2.0, 0.0]), accuracy) == pytest.approx(0.0)
+    assert bench.regret(np.array([3.0, 1.0, 3.0, np.nan]), accuracy) == pytest.approx(0.9 - 0.6)
+    assert bench.regret(np.array([np.inf, 1.0, 0.0, 0.5]), accuracy) == pytest.approx(0.0)  # inf is not finite: worst
+
+
+def test_every_population_is_a_valid_config():
+    for shift in bench.SHIFTS:
+        population = bench.population_for(shift, quick=False)
+        runs = population.runs()
+        assert len({(r["method"], r["lr"], r["lambda_max"], r["seed"]) for r in runs}) == len(runs)
+        for run in runs[:2]:
+            bench.config_for_run(shift, run, population)
