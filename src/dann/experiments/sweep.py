@@ -403,7 +403,7 @@ def leaderboard(sweep: Sweep, out: Path) -> dict[str, Any]:
     labelled = bool(rows)
     for row in rows:
         results = sorted((out / row["run_dir"] / "results").glob("*.json"))
-        result = json.loads(results[0].read_text()) if results else {}
+        result = json.loads(results[0].read_text())["scores"] if results else {}
         if "target_acc" in result:
             row["oracle_target_acc"] = result["target_acc"]
         else:
