@@ -249,8 +249,10 @@ def markdown(reports: list[dict[str, Any]], total: dict[str, Any], args: argpars
     lines = [
         "# Which validator to trust: weighted Spearman and regret",
         "",
-        f"Date: 2026-12-01. Commit: `{commit}`. Machine: 2 CPU cores shared with other jobs, no GPU; "
+        f"Date: {time.strftime('%Y-%m-%d')}. Commit: `{commit}`. Machine: 2 CPU cores shared with other jobs, no GPU; "
         f"{args.jobs} worker process(es), one thread each; {seconds / 60:.1f} minutes from start to table.",
+        "",
+        "Recipe: each experiment's `default` recipe, with the population's settings below.",
         "",
         f"Command: `{command}`",
         "",
