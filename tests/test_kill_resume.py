@@ -90,13 +90,13 @@ def _kill_and_resume(tmp_path: Path, steps: int, checkpoint_every: int, kills: i
     _assert_same_run(reference, out)
 
 
-def test_killed_once_mid_training_then_resumed_is_bit_identical(tmp_path):
-    fresh = _args(3000, 100)
+def kill_after_first_checkpoint_then_resume(tmp_path: Path, fresh: list[str], mode: str) -> tuple[Path, Path]:
+    """An uninterrupted reference run, and the same run SIGKILLed once ``mode`` checkpointed, then resumed."""
     reference = tmp_path / "reference"
     assert main([*fresh, "--out", str(reference)]) == 0
     out = tmp_path / "run"
     proc = _start(out, fresh)
-    checkpoint = out / "checkpoints" / "source_only.pt"
+    checkpoint = out / "checkpoints" / f"{mode}.pt"
     deadline = time.time() + 120
     while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
@@ -105,7 +105,11 @@ def test_killed_once_mid_training_then_resumed_is_bit_identical(tmp_path):
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL and not (out / "summary.json").exists()
     assert main(["run", "--resume", str(out)]) == 0
-    _assert_same_run(reference, out)
+    return reference, out
+
+
+def test_killed_once_mid_training_then_resumed_is_bit_identical(tmp_path):
+    _assert_same_run(*kill_after_first_checkpoint_then_resume(tmp_path, _args(3000, 100), "source_only"))
 
 
 @pytest.mark.slow

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import signal
-import time
 
 import torch
-from test_kill_resume import _assert_same_run, _start
+from test_kill_resume import _assert_same_run, kill_after_first_checkpoint_then_resume
 
 from dann.cli import main
 from dann.train.checkpoint import load_checkpoint
@@ -37,20 +35,7 @@ def test_select_by_writes_the_chosen_step_and_every_validators_scores(tmp_path):
 
 
 def test_selection_survives_sigkill_and_resume_bit_for_bit(tmp_path):
-    fresh = _args(2000)
-    reference = tmp_path / "reference"
-    assert main([*fresh, "--out", str(reference)]) == 0
-    out = tmp_path / "run"
-    proc = _start(out, fresh)
-    checkpoint = out / "checkpoints" / "dann.pt"
-    deadline = time.time() + 120
-    while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=60)
-    assert proc.returncode == -signal.SIGKILL and not (out / "summary.json").exists()
-    assert main(["run", "--resume", str(out)]) == 0
+    reference, out = kill_after_first_checkpoint_then_resume(tmp_path, _args(2000), "dann")
     _assert_same_run(reference, out)
     ref, got = (json.loads((d / "summary.json").read_text())["results"]["dann"]["selection"] for d in (reference, out))
     assert got == ref
