@@ -73,7 +73,7 @@ class Method(nn.Module):
     def forward(self, batch: Batch, ctx: StepContext, stage: str = "model") -> StepLoss:
         """:meth:`loss`, plus the target regularisers on the regularised stage."""
         out = self.loss(batch, ctx, stage)
-        if stage == self.regularised_stage:
+        if stage == self.regularised_stage and self.regularisers.active:
             out = self.regularisers(out, batch, ctx, self.training)
         return out
 

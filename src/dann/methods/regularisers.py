@@ -48,8 +48,6 @@ class TargetRegularisers(nn.Module):
         return bool(self.config.entropy_weight or self.config.class_balance_weight or self.teacher is not None)
 
     def forward(self, out: StepLoss, batch: Batch, ctx: StepContext, training: bool) -> StepLoss:
-        if not self.active:
-            return out
         if out.target_logits is None:
             raise ConfigError("this method's loss gives no target predictions, so it takes no target regulariser")
         target_logits = functools.cache(out.target_logits)
