@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 import torch
 
 from dann.methods import MethodConfig, build_method, get_method, resolve_method_options
@@ -27,3 +28,13 @@ def make_method(mode: str, model: DomainAdversarialNet | None = None, seed: int 
         torch.manual_seed(seed)
         model = mlp_network(2, 3, [16, 8], [8])
     return build_method(mode, model, method_config(mode, **options))
+
+
+def raises_one_line(error_type: type, fragment: str, call, *args, **kwargs) -> str:
+    """The message of the ``error_type`` that ``call`` raises: it holds ``fragment`` and is one line."""
+    with pytest.raises(error_type) as info:
+        call(*args, **kwargs)
+    message = str(info.value)
+    assert fragment in message, message
+    assert "\n" not in message
+    return message

@@ -3,6 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import raises_one_line
 from PIL import Image, features
 
 from dann.data.folders import (
@@ -25,15 +26,6 @@ def save(path: Path, value: int = 0, size: tuple[int, int] = (8, 8), mode: str =
     colour = {"L": value, "RGB": (value, 10, 20), "RGBA": (value, 10, 20, 128)}[mode]
     Image.new(mode, size, colour).save(path)
     return path
-
-
-def raises_one_line(error_type: type, fragment: str, call, *args, **kwargs) -> str:
-    with pytest.raises(error_type) as info:
-        call(*args, **kwargs)
-    message = str(info.value)
-    assert fragment in message, message
-    assert "\n" not in message
-    return message
 
 
 @pytest.fixture

@@ -3,10 +3,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import raises_one_line
 
 from dann.data import tables
 from dann.data.loaded import check_source
-from dann.data.tables import TableSchema, make_table_shift, read_arrays, read_table, write_table_shift
+from dann.data.tables import (
+    TableSchema,
+    make_table_shift,
+    read_arrays,
+    read_table,
+    write_table_shift,
+)
 from dann.errors import ConfigError, DataError
 
 try:
@@ -14,15 +21,6 @@ try:
 except ImportError:  # the array readers need no pandas; the table tests are skipped
     pd = None
 needs_pandas = pytest.mark.skipif(pd is None, reason="pandas is not installed")
-
-
-def raises_one_line(error_type: type, fragment: str, call, *args, **kwargs) -> str:
-    with pytest.raises(error_type) as info:
-        call(*args, **kwargs)
-    message = str(info.value)
-    assert fragment in message, message
-    assert "\n" not in message
-    return message
 
 
 def write(path: Path, frame: "pd.DataFrame") -> Path:

@@ -14,7 +14,7 @@ from torch import nn
 import dann
 import dann.experiments
 from dann.data.blobs import BlobsConfig, make_blobs_domains
-from dann.methods.losses import accuracy, domain_loss
+from dann.methods.losses import accuracy
 from dann.models.network import mlp
 
 

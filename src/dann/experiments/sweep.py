@@ -40,7 +40,7 @@ import torch
 import yaml
 from optuna.trial import TrialState
 
-from dann.config import load_yaml, merge, to_dict
+from dann.config import merge, to_dict
 from dann.data.domains import DomainData
 from dann.errors import ConfigError, DannError
 from dann.experiments.base import Experiment, StudyConfig, get_experiment
@@ -135,11 +135,6 @@ def _dimension(key: str, value: Any) -> Dimension:
     if kind == "log_uniform" and low <= 0:
         raise ConfigError(f"space key {key}: {{log_uniform: [lo, hi]}} needs lo > 0, got {bounds!r}")
     return Dimension(key, kind, low=float(low), high=float(high))
-
-
-def load_space(path: str | Path) -> list[Dimension]:
-    """:func:`parse_space` of a YAML file."""
-    return parse_space(load_yaml(path))
 
 
 def nested(flat: Mapping[str, Any]) -> dict[str, Any]:
