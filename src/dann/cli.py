@@ -281,6 +281,7 @@ def _run(args: argparse.Namespace) -> int:
     plugins = list(args.plugins)
     group = distributed.init_from_env()
     run = RunDirectory(distributed.broadcast(args.resume if resume else out, group))  # one directory, chosen by rank 0
+    completed = False
     try:
         if resume:
             _on_main(group, run.reopen)
@@ -293,6 +294,7 @@ def _run(args: argparse.Namespace) -> int:
         else:
             _on_main(group, lambda: run.create(cfg, data_dir, plugins))
         summary = run_study(experiment, cfg, run.path, data_dir, resume=resume, plugins=plugins)
+        completed = True
     except TrainingInterrupted as stop:
         print(f"dann: interrupted by {stop}; continue with `{_resume_command(run.path, data_dir, plugins)}`", file=sys.stderr)
         return 130
@@ -302,7 +304,7 @@ def _run(args: argparse.Namespace) -> int:
         raise
     finally:
         run.close()
-        distributed.finish(group)
+        distributed.finish(group, completed=completed)
     if summary is not None:
         print(format_table(summary["results"]))
         print(f"wrote {run.path}/ (report.html, summary.json, config.yaml, run.json, metrics/, plots/, tb/, checkpoints/)")

@@ -68,6 +68,14 @@ def broadcast(value: Any, group: ProcessGroup) -> Any:
     return box[0]
 
 
-def finish(group: ProcessGroup) -> None:
-    if group.distributed and dist.is_initialized():
-        dist.destroy_process_group()
+def finish(group: ProcessGroup, *, completed: bool) -> None:
+    """Leave the process group; after a completed run every rank first waits for the others.
+
+    A rank that tore its group down while rank 0 was still writing the summary could abort in
+    gloo's shutdown. After a failure there is no barrier: the other ranks may never arrive.
+    """
+    if not (group.distributed and dist.is_initialized()):
+        return
+    if completed:
+        dist.barrier()
+    dist.destroy_process_group()
