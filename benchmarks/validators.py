@@ -26,6 +26,11 @@ candidate with the top validator score (the mean over candidates tied at the top
 non-finite score counts as the worst.
 
 Prints one JSON line per shift, then a summary line; ``--out`` writes the markdown table.
+
+**From a sweep** (``--from-sweep DIR``): no training. The population is the checks of every
+trial of a finished ``dann sweep`` whose trials scored every validator (``--set
+validation.validators=[...]``); each check's validator scores and target test accuracy are read
+from the trial's ``metrics/<mode>.jsonl``. Prints one JSON line for that population.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from scipy.stats import rankdata
 
 from dann.config import merge
@@ -189,6 +195,26 @@ def _train(worker: _Worker, item: str, line: int) -> dict[str, Any]:
     return result
 
 
+def runs_from_sweep(sweep_dir: Path) -> list[dict[str, Any]]:
+    """Every trial of a ``dann sweep`` directory as a run of the population, its checks the candidates."""
+    runs = []
+    for trial in sorted((sweep_dir / "trials").iterdir()):
+        config = yaml.safe_load((trial / "config.yaml").read_text())
+        mode = config["modes"][0]
+        results = trial / "results" / f"{mode}.json"
+        if not results.exists():
+            continue  # a trial that failed or was interrupted
+        checks = [row for row in map(json.loads, (trial / "metrics" / f"{mode}.jsonl").read_text().splitlines()) if "val_source_acc" in row]
+        missing = [name for name in VALIDATORS if f"val_{name}" not in checks[0]]
+        if missing:
+            raise DannError(f"{trial} did not score {', '.join(missing)}: run the sweep with --set validation.validators=[{','.join(VALIDATORS)}]")
+        candidates = [{"step": row["step"], "target_acc": row["target_acc"], **{name: row[f"val_{name}"] for name in VALIDATORS}} for row in checks]
+        runs.append({"trial": trial.name, "method": mode, "seconds": json.loads(results.read_text())["train_seconds"], "candidates": candidates})
+    if not runs:
+        raise DannError(f"{sweep_dir} holds no finished trials")
+    return runs
+
+
 def weighted_spearman(scores: np.ndarray, accuracies: np.ndarray, power: float = 2.0) -> float:
     """Weighted Pearson correlation of the average ranks, weights ``max(dense score rank, dense accuracy rank) ** power``
     with each dense rank divided by its largest (see the module docstring)."""
@@ -297,6 +323,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-dir", help="where MNIST and BSDS500 live (default: $DANN_DATA, else the user cache)")
     parser.add_argument("--runs", type=Path, help="JSON lines of finished runs: each run is appended as it ends, and runs already there are not trained again")
     parser.add_argument("--out", type=Path, help="write the markdown table here (e.g. docs/results/validators.md)")
+    parser.add_argument("--from-sweep", type=Path, metavar="DIR", help="no training: the population is the checks of the finished sweep in DIR")
     return parser.parse_args(argv)
 
 
@@ -304,6 +331,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
     shifts = [s.strip() for s in args.shifts.split(",") if s.strip()]
+    if args.from_sweep is not None:
+        try:
+            report = shift_report(f"sweep {args.from_sweep.name}", runs_from_sweep(args.from_sweep), args.power)
+        except DannError as err:
+            print(f"benchmarks/validators.py: error: {err}", file=sys.stderr)
+            return 2
+        print(json.dumps(report), flush=True)
+        return 0
     try:
         unknown = [s for s in shifts if s not in SHIFTS]
         if unknown:

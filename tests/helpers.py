@@ -38,3 +38,11 @@ def raises_one_line(error_type: type, fragment: str, call, *args, **kwargs) -> s
     assert fragment in message, message
     assert "\n" not in message
     return message
+
+
+def log_from_worker(context: object, item: str, line: int) -> str:
+    """A worker task (``dann.experiments.workers``) that logs ``item`` on the ``dann`` logger."""
+    import logging
+
+    logging.getLogger("dann.test").info("worker says %s", item)
+    return item

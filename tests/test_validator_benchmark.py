@@ -1,6 +1,7 @@
 """The statistics of ``benchmarks/validators.py``: weighted Spearman and regret."""
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -46,3 +47,37 @@ def test_every_population_is_a_valid_config():
         assert len({(r["method"], r["lr"], r["lambda_max"], r["seed"]) for r in runs}) == len(runs)
         for run in runs[:2]:
             bench.config_for_run(shift, run, population)
+
+
+def _trial(root: Path, name: str, mode: str, checks: list[dict], finished: bool = True) -> None:
+    trial = root / "trials" / name
+    (trial / "metrics").mkdir(parents=True)
+    (trial / "config.yaml").write_text(f"modes: [{mode}]\n")
+    rows = [{"step": 25, "label_loss": 0.3}] + checks  # a row between checks has no scores
+    (trial / "metrics" / f"{mode}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    if finished:
+        (trial / "results").mkdir()
+        (trial / "results" / f"{mode}.json").write_text(json.dumps({"train_seconds": 12.5}))
+
+
+def _check(step: int, target_acc: float, score: float) -> dict:
+    return {"step": step, "target_acc": target_acc, **{f"val_{name}": score for name in bench.VALIDATORS}}
+
+
+def test_a_sweep_is_read_as_a_population_of_its_checks(tmp_path):
+    _trial(tmp_path, "0000", "dann", [_check(50, 0.6, 0.1), _check(100, 0.9, 0.3)])
+    _trial(tmp_path, "0001", "source_only", [_check(50, 0.7, 0.2), _check(100, 0.8, 0.4)])
+    _trial(tmp_path, "0002", "cdan_e", [_check(50, 0.99, 9.0)], finished=False)  # interrupted: not a candidate
+    runs = bench.runs_from_sweep(tmp_path)
+    assert [(r["trial"], r["method"], len(r["candidates"])) for r in runs] == [("0000", "dann", 2), ("0001", "source_only", 2)]
+    report = bench.shift_report("sweep", runs, 2.0)
+    assert report["candidates"] == 4 and report["best_target_acc"] == 0.9
+    assert report["validators"]["snd"]["regret"] == pytest.approx(0.9 - 0.8)  # the top score (0.4) is the 0.8 check
+
+
+def test_a_sweep_that_did_not_score_every_validator_is_refused(tmp_path):
+    check = _check(50, 0.6, 0.1)
+    del check["val_mixval"]
+    _trial(tmp_path, "0000", "dann", [check])
+    with pytest.raises(bench.DannError, match="did not score mixval"):
+        bench.runs_from_sweep(tmp_path)

@@ -223,7 +223,7 @@ def _open(path: str | os.PathLike) -> Image.Image:
 
 def _unreadable(path: str | os.PathLike, error: Exception) -> UnreadableImage:
     reason = " ".join(str(error).split()) or type(error).__name__
-    return UnreadableImage(f"cannot read image {path} ({reason}): replace or delete it, or pass skip_bad_images=True")
+    return UnreadableImage(f"cannot read image {path} ({reason}): replace or delete it, or skip such files with --set data.skip_bad_images=true")
 
 
 def _check_min_size(path: str | os.PathLike, width_height: tuple[int, int], min_size: Size) -> None:

@@ -87,7 +87,7 @@ def _verify_photos(photos: dict[str, bytes], source: Path) -> None:
     if unknown:
         raise DataError(
             f"{source}: {len(unknown)} file(s) that are not BSDS500 training photos, e.g. "
-            f"{unknown[0]}; remove them (or pass verify=False), so MNIST-M stays reproducible"
+            f"{unknown[0]}; remove them so that MNIST-M stays reproducible (from Python, verify=False skips this check)"
         )
     missing = sorted(set(expected) - set(photos))
     if missing:

@@ -3,12 +3,15 @@
 Why: oneDNN's threads wait on each other on a small CNN's convolutions, one-thread processes do
 not. On the paper's MNIST network two one-thread processes ran 1.12x (quiet machine) to 1.45x
 (loaded machine) the GFLOP/s of one two-thread process. Ctrl-C or SIGTERM reaches every worker,
-whose training loop checkpoints and stops.
+whose training loop checkpoints and stops. Workers log as the parent does: a spawned process
+starts with logging unconfigured, so the ``dann`` logger's level and message format are handed on.
 """
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
+import sys
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -44,7 +47,7 @@ def run_in_processes(
     started = context.Value("i", 0)
     pool = ProcessPoolExecutor(
         jobs, mp_context=context, initializer=_start_worker,
-        initargs=(setup, setup_args, threads, list(plugins), stopping, started),
+        initargs=(setup, setup_args, threads, list(plugins), stopping, started, _logging_of_parent()),
     )
     results: dict[str, R] = {}
     with pool, _forward_signals_to_workers(stopping):
@@ -63,9 +66,25 @@ def run_in_processes(
 _worker: dict[str, Any] = {}  # what a worker process keeps between the items it runs
 
 
+def _logging_of_parent() -> tuple[int, logging.Formatter | None] | None:
+    """The ``dann`` logger's level and first handler's format, or None where the parent set none."""
+    logger = logging.getLogger("dann")
+    if not logger.handlers:
+        return None
+    return logger.level, logger.handlers[0].formatter
+
+
 def _start_worker(
-    setup: Setup, setup_args: tuple, threads: int, plugins: list[str], stopping: EventType, started: Synchronized
+    setup: Setup, setup_args: tuple, threads: int, plugins: list[str], stopping: EventType, started: Synchronized,
+    parent_logging: tuple[int, logging.Formatter | None] | None,
 ) -> None:
+    if parent_logging is not None:
+        level, formatter = parent_logging
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(formatter)
+        logger = logging.getLogger("dann")
+        logger.addHandler(handler)
+        logger.setLevel(level)
     torch.set_num_threads(threads)
     import_plugins(plugins)
     with started.get_lock():
