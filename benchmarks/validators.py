@@ -209,7 +209,7 @@ def runs_from_sweep(sweep_dir: Path) -> list[dict[str, Any]]:
         if missing:
             raise DannError(f"{trial} did not score {', '.join(missing)}: run the sweep with --set validation.validators=[{','.join(VALIDATORS)}]")
         candidates = [{"step": row["step"], "target_acc": row["target_acc"], **{name: row[f"val_{name}"] for name in VALIDATORS}} for row in checks]
-        runs.append({"trial": trial.name, "method": mode, "seconds": json.loads(results.read_text())["train_seconds"], "candidates": candidates})
+        runs.append({"trial": trial.name, "method": mode, "seconds": json.loads(results.read_text())["scores"]["train_seconds"], "candidates": candidates})
     if not runs:
         raise DannError(f"{sweep_dir} holds no finished trials")
     return runs
