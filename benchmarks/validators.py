@@ -197,6 +197,8 @@ def _train(worker: _Worker, item: str, line: int) -> dict[str, Any]:
 
 def runs_from_sweep(sweep_dir: Path) -> list[dict[str, Any]]:
     """Every trial of a ``dann sweep`` directory as a run of the population, its checks the candidates."""
+    if not (sweep_dir / "trials").is_dir():
+        raise DannError(f"{sweep_dir} is not a sweep directory (no trials/ inside)")
     runs = []
     for trial in sorted((sweep_dir / "trials").iterdir()):
         config = yaml.safe_load((trial / "config.yaml").read_text())
@@ -205,6 +207,8 @@ def runs_from_sweep(sweep_dir: Path) -> list[dict[str, Any]]:
         if not results.exists():
             continue  # a trial that failed or was interrupted
         checks = [row for row in map(json.loads, (trial / "metrics" / f"{mode}.jsonl").read_text().splitlines()) if "val_source_acc" in row]
+        if not checks:
+            raise DannError(f"{trial} has no scored checks: run the sweep with --set train.eval_every=N")
         missing = [name for name in VALIDATORS if f"val_{name}" not in checks[0]]
         if missing:
             raise DannError(f"{trial} did not score {', '.join(missing)}: run the sweep with --set validation.validators=[{','.join(VALIDATORS)}]")
@@ -327,37 +331,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def train_population(args: argparse.Namespace, shifts: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """Every run of the shifts' populations (``{item: result}``), trained or read back from ``--runs``."""
+    unknown = [s for s in shifts if s not in SHIFTS]
+    if unknown:
+        raise DannError(f"unknown shift {unknown[0]!r}; choose from {', '.join(SHIFTS)}")
+    items = [json.dumps([shift, run]) for shift in shifts for run in population_for(shift, args.quick).runs()]
+    for shift in shifts:  # check each shift's config, and build the data caches once, before the workers start
+        population = population_for(shift, args.quick)
+        experiment, cfg = config_for_run(shift, population.runs()[0], population)
+        experiment.load_data(cfg, args.data_dir)
+    done = {}
+    if args.runs is not None and args.runs.exists():
+        done = {row["item"]: row["result"] for row in map(json.loads, args.runs.read_text().splitlines()) if row["item"] in items}
+    todo = [item for item in items if item not in done]
+    if args.jobs > 1 and todo:
+        done.update(run_in_processes(_setup, (args.data_dir, args.quick, args.runs), _train, todo, args.jobs, 1))
+    elif todo:
+        torch.set_num_threads(1)
+        worker = _setup(args.data_dir, args.quick, args.runs)
+        done.update({item: _train(worker, item, 0) for item in todo})
+    return items, done
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
     shifts = [s.strip() for s in args.shifts.split(",") if s.strip()]
-    if args.from_sweep is not None:
-        try:
-            report = shift_report(f"sweep {args.from_sweep.name}", runs_from_sweep(args.from_sweep), args.power)
-        except DannError as err:
-            print(f"benchmarks/validators.py: error: {err}", file=sys.stderr)
-            return 2
-        print(json.dumps(report), flush=True)
-        return 0
     try:
-        unknown = [s for s in shifts if s not in SHIFTS]
-        if unknown:
-            raise DannError(f"unknown shift {unknown[0]!r}; choose from {', '.join(SHIFTS)}")
-        items = [json.dumps([shift, run]) for shift in shifts for run in population_for(shift, args.quick).runs()]
-        for shift in shifts:  # check each shift's config, and build the data caches once, before the workers start
-            population = population_for(shift, args.quick)
-            experiment, cfg = config_for_run(shift, population.runs()[0], population)
-            experiment.load_data(cfg, args.data_dir)
-        done = {}
-        if args.runs is not None and args.runs.exists():
-            done = {row["item"]: row["result"] for row in map(json.loads, args.runs.read_text().splitlines()) if row["item"] in items}
-        todo = [item for item in items if item not in done]
-        if args.jobs > 1 and todo:
-            done.update(run_in_processes(_setup, (args.data_dir, args.quick, args.runs), _train, todo, args.jobs, 1))
-        elif todo:
-            torch.set_num_threads(1)
-            worker = _setup(args.data_dir, args.quick, args.runs)
-            done.update({item: _train(worker, item, 0) for item in todo})
+        if args.from_sweep is not None:
+            print(json.dumps(shift_report(f"sweep {args.from_sweep.name}", runs_from_sweep(args.from_sweep), args.power)), flush=True)
+            return 0
+        items, done = train_population(args, shifts)
     except DannError as err:
         print(f"benchmarks/validators.py: error: {err}", file=sys.stderr)
         return 2

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
 
 from dann.methods import MethodConfig, build_method, get_method, resolve_method_options
 from dann.models.network import DomainAdversarialNet, mlp_network
+
+#: the data that cannot be downloaded here, beside the project root (as in CI)
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+needs_shared_data = pytest.mark.skipif(
+    not (SHARED_DATA / "mnist").is_dir() or not (SHARED_DATA / "bsds500" / "train").is_dir(),
+    reason=f"needs the real MNIST and BSDS500 files in {SHARED_DATA} (mnist/, bsds500/train/)",
+)
 
 
 def method_config(mode: str, **options: object) -> MethodConfig:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import SHARED_DATA
 
 from dann.data import mnist
 from dann.data.mnist import (
@@ -19,7 +20,6 @@ from dann.data.mnist import (
 )
 from dann.errors import ConfigError, DataError
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SIZES = {"train": 12, "test": 5}
 
 

@@ -7,20 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import SHARED_DATA, needs_shared_data
 
 from dann.cli import main
 from dann.data import mnist
 from dann.evaluate.metrics import class_accuracy, extract_features
-from dann.experiments import get_experiment
+from dann.experiments import get_experiment, resolve_config
 from dann.experiments import mnist_mnistm as mm
-from dann.experiments import resolve_config
 from dann.fit import build_network, fit
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-needs_shared_data = pytest.mark.skipif(
-    not (SHARED_DATA / "mnist").is_dir() or not (SHARED_DATA / "bsds500" / "train").is_dir(),
-    reason=f"needs the real MNIST and BSDS500 files in {SHARED_DATA} (mnist/, bsds500/train/)",
-)
 
 
 @pytest.fixture(scope="session")

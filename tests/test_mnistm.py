@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import SHARED_DATA
 from PIL import Image
 
 from dann.data import mnist, mnistm
@@ -14,7 +15,6 @@ from dann.data.mnist import MnistFile
 from dann.data.mnistm import blend_mnistm, build_mnistm, load_bsds500_train, load_mnistm
 from dann.errors import DataError
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 PHOTO_H, PHOTO_W = 30, 31  # 3 x 4 possible 28x28 crops
 
 

@@ -4,17 +4,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import SHARED_DATA, needs_shared_data
 
 from dann.data.mnist import load_mnist
 from dann.data.mnistm import load_mnistm
 from dann.experiments import get_experiment, resolve_config
 from dann.experiments.mnist_mnistm import blend
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-pytestmark = pytest.mark.skipif(
-    not (SHARED_DATA / "mnist").is_dir() or not (SHARED_DATA / "bsds500" / "train").is_dir(),
-    reason=f"needs the real MNIST and BSDS500 files in {SHARED_DATA} (mnist/, bsds500/train/)",
-)
+pytestmark = needs_shared_data
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import SHARED_DATA, needs_shared_data
 from PIL import Image
 
 from dann.cli import main
 from dann.export import load_mode
 
-DATA = Path("/work/shared/data")
 HAS_ONNX = all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxruntime", "onnxscript"))
 
 
@@ -145,18 +145,17 @@ def test_a_mode_that_did_not_finish_is_refused(blobs, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def mnist(tmp_path_factory):
-    if not (DATA / "mnist").is_dir():
-        pytest.skip(f"needs MNIST in {DATA / 'mnist'}")
     # channel_mean: a normalisation fitted on the training images, so it must travel inside the export
     return run(
         tmp_path_factory.mktemp("mnist") / "run", "train.steps=10", "data.train_limit=300", "data.test_limit=100",
         "modes=[dann]", "jobs=1", "probe_samples=100", "train.progress_bar=false", "data.normalise=channel_mean",
-        experiment="mnist-mnistm", data_dir=DATA,
+        experiment="mnist-mnistm", data_dir=SHARED_DATA,
     )
 
 
+@needs_shared_data
 def test_mnist_predict_from_images_and_arrays_and_export(mnist, tmp_path):
-    trained = load_mode(mnist, data_dir=str(DATA))
+    trained = load_mode(mnist, data_dir=str(SHARED_DATA))
     assert trained.input_dtype == torch.uint8 and trained.input_shape == (3, 28, 28)
     x = trained.data.target_test.x[:20]
     expected = trained.logits(x)
@@ -168,13 +167,13 @@ def test_mnist_predict_from_images_and_arrays_and_export(mnist, tmp_path):
     np.save(tmp_path / "nhwc.npy", x.permute(0, 2, 3, 1).numpy())
     for source in (folder, tmp_path / "nhwc.npy"):
         out = tmp_path / f"{source.stem}.csv"
-        assert main(["predict", str(mnist), "--input", str(source), "--out", str(out), "--data-dir", str(DATA)]) == 0
+        assert main(["predict", str(mnist), "--input", str(source), "--out", str(out), "--data-dir", str(SHARED_DATA)]) == 0
         _, names, predicted, p = read_predictions(out)
         assert np.array_equal(predicted, expected.argmax(1).numpy())
         np.testing.assert_allclose(p, torch.softmax(expected, 1).numpy(), atol=1e-5)
     assert names == [str(i) for i in range(20)] and read_predictions(tmp_path / "images.csv")[1][0] == "00.png"
 
-    assert main(["export", str(mnist), "--out", str(tmp_path / "export"), "--data-dir", str(DATA)]) == 0
+    assert main(["export", str(mnist), "--out", str(tmp_path / "export"), "--data-dir", str(SHARED_DATA)]) == 0
     program = torch.export.load(tmp_path / "export" / "model.pt2").module()
     test = trained.data.target_test.x
     assert torch.equal(program(test).argmax(1), trained.logits(test).argmax(1))
@@ -187,7 +186,8 @@ def test_mnist_predict_from_images_and_arrays_and_export(mnist, tmp_path):
         np.testing.assert_allclose(session.run(None, {"x": test.numpy()})[0], trained.logits(test).numpy(), atol=1e-4, rtol=0)
 
 
+@needs_shared_data
 def test_mnist_images_of_another_size_are_refused(mnist, tmp_path, capsys):
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "big.png")
-    assert main(["predict", str(mnist), "--input", str(tmp_path), "--data-dir", str(DATA), "--out", str(tmp_path / "p.csv")]) == 2
+    assert main(["predict", str(mnist), "--input", str(tmp_path), "--data-dir", str(SHARED_DATA), "--out", str(tmp_path / "p.csv")]) == 2
     assert "is 32x32 pixels (width x height); this run's model takes 28x28" in capsys.readouterr().err

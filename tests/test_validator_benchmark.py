@@ -81,3 +81,14 @@ def test_a_sweep_that_did_not_score_every_validator_is_refused(tmp_path):
     _trial(tmp_path, "0000", "dann", [check])
     with pytest.raises(bench.DannError, match="did not score mixval"):
         bench.runs_from_sweep(tmp_path)
+
+
+def test_a_sweep_without_scored_checks_is_refused(tmp_path):
+    _trial(tmp_path, "0000", "dann", [])
+    with pytest.raises(bench.DannError, match="no scored checks"):
+        bench.runs_from_sweep(tmp_path)
+
+
+def test_a_directory_that_is_not_a_sweep_is_a_one_line_error(tmp_path, capsys):
+    assert bench.main(["--from-sweep", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == f"benchmarks/validators.py: error: {tmp_path} is not a sweep directory (no trials/ inside)"

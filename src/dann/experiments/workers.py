@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import sys
 import os
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import AbstractContextManager
